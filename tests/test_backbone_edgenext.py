@@ -1,0 +1,128 @@
+"""EdgeNeXt backbone: declared features, parameter counts, official checkpoint names, torch.export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rapsam.models.backbones.base import build_backbone
+from rapsam.models.backbones.edgenext import EdgeNeXt
+from rapsam.models.backbones.pretrained import CheckpointError, load_official_weights
+
+SIZES = ("edgenext_xx_small", "edgenext_x_small", "edgenext_small")
+
+# Counted by hand from the official `models/*.py` (stem, 3 downsamplers, ConvEncoder and SDTA blocks).
+# With the classifier (norm 2*C + head 1000*C + 1000) they are 1,327,216 / 2,336,804 / 5,586,832,
+# i.e. the 1.33M / 2.34M / 5.59M of the authors' README model zoo.
+BACKBONE_PARAMS = {
+    "edgenext_xx_small": 1_157_880,
+    "edgenext_x_small": 2_143_420,
+    "edgenext_small": 5_281_224,
+}
+HEAD_PARAMS = {"edgenext_xx_small": 169_336, "edgenext_x_small": 193_384, "edgenext_small": 305_608}
+CHANNELS = {
+    "edgenext_xx_small": (24, 48, 88, 168),
+    "edgenext_x_small": (32, 64, 100, 192),
+    "edgenext_small": (48, 96, 160, 304),
+}
+
+# Keys of the released edgenext_xx_small.pth, written from the authors' module tree: stage 1 ends in an
+# SDTA block with the Fourier position encoding; stage 2 (88 ch) splits into 30+30+28 channels.
+OFFICIAL_XX_SMALL_KEYS = {
+    "downsample_layers.0.0.weight": (24, 3, 4, 4),
+    "downsample_layers.0.1.bias": (24,),
+    "downsample_layers.3.0.weight": (88,),
+    "downsample_layers.3.1.weight": (168, 88, 2, 2),
+    "stages.0.1.dwconv.weight": (24, 1, 3, 3),
+    "stages.1.1.pos_embd.token_projection.weight": (48, 64, 1, 1),
+    "stages.1.1.xca.temperature": (4, 1, 1),
+    "stages.2.5.convs.1.weight": (30, 1, 3, 3),
+    "stages.3.1.xca.qkv.weight": (504, 168),
+    "stages.3.1.gamma_xca": (168,),
+}
+
+
+def _head_keys(channels: int) -> dict[str, torch.Tensor]:
+    return {
+        "norm.weight": torch.ones(channels),
+        "norm.bias": torch.zeros(channels),
+        "head.weight": torch.zeros(1000, channels),
+        "head.bias": torch.zeros(1000),
+    }
+
+
+@pytest.mark.parametrize("name", SIZES)
+def test_features_match_feature_info(name: str) -> None:
+    backbone = build_backbone(name).eval()
+    assert backbone.feature_info.channels == CHANNELS[name]
+    with torch.no_grad():
+        feats = backbone(torch.randn(1, 3, 64, 64))
+    assert len(feats) == 4
+    for feat, channels, stride in zip(feats, backbone.feature_info.channels, backbone.feature_info.strides):
+        assert tuple(feat.shape) == (1, channels, 64 // stride, 64 // stride)
+
+
+@pytest.mark.parametrize("name", SIZES)
+def test_parameter_count(name: str) -> None:
+    backbone = build_backbone(name)
+    assert sum(p.numel() for p in backbone.parameters()) == BACKBONE_PARAMS[name]
+    head = sum(t.numel() for t in _head_keys(CHANNELS[name][-1]).values())
+    assert head == HEAD_PARAMS[name]
+
+
+def test_state_dict_has_official_names() -> None:
+    state = build_backbone("edgenext_xx_small").state_dict()
+    for key, shape in OFFICIAL_XX_SMALL_KEYS.items():
+        assert tuple(state[key].shape) == shape, key
+
+
+@pytest.mark.parametrize("name", SIZES)
+def test_loads_official_checkpoint_strictly(name: str, tmp_path: Path) -> None:
+    source = build_backbone(name)
+    # Our names are the official names (the key map is the identity apart from the head).
+    official = {key: torch.randn_like(value) for key, value in source.state_dict().items()}
+    official |= _head_keys(CHANNELS[name][-1])
+    path = tmp_path / f"{name}.pth"
+    torch.save({"model": official, "epoch": torch.tensor(299)}, path)
+
+    target = build_backbone(name)
+    dropped = load_official_weights(target, path)
+
+    assert sorted(dropped) == ["head.bias", "head.weight", "norm.bias", "norm.weight"]
+    for key, value in target.state_dict().items():
+        assert torch.equal(value, official[key]), key
+
+
+def test_missing_key_is_named(tmp_path: Path) -> None:
+    backbone = build_backbone("edgenext_xx_small")
+    official = dict(backbone.state_dict())
+    del official["stages.1.1.xca.temperature"]
+    path = tmp_path / "broken.pth"
+    torch.save({"model": official}, path)
+    with pytest.raises(CheckpointError, match=r"stages\.1\.1\.xca\.temperature"):
+        load_official_weights(backbone, path)
+
+
+def test_official_key_map_drops_only_the_classifier() -> None:
+    assert EdgeNeXt.official_key_map("head.weight") is None
+    assert EdgeNeXt.official_key_map("norm.bias") is None
+    assert EdgeNeXt.official_key_map("stages.3.1.norm.weight") == "stages.3.1.norm.weight"
+
+
+def test_torch_export_matches_eager() -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone("edgenext_xx_small").eval()
+    # Non-trivial layer scales and temperatures so the SDTA attention path really counts.
+    with torch.no_grad():
+        for name, param in backbone.named_parameters():
+            if name.endswith(("gamma", "gamma_xca", "temperature")):
+                param.uniform_(0.5, 1.5)
+    x = torch.randn(1, 3, 64, 64)
+    exported = torch.export.export(backbone, (x,))
+    with torch.no_grad():
+        expected = backbone(x)
+        actual = exported.module()(x)
+    for a, e in zip(actual, expected):
+        assert (a - e).abs().max().item() <= 1e-5
