@@ -1,0 +1,93 @@
+"""Our checkpoint format: one `.safetensors` file whose metadata holds the model config as JSON.
+
+`.pth` files are read with `weights_only=True`, so a checkpoint never runs code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from rapsam.config import RapSAMConfig, get_config
+from rapsam.fileio import atomic_path
+from rapsam.models.backbones.pretrained import CheckpointError, check_state_dict, read_state_dict
+from rapsam.models.rapsam import RapSAM
+
+_CONFIG_KEY = "rapsam_config"
+_FORMAT_KEY = "rapsam_format"
+FORMAT_VERSION = "1"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(model: RapSAM, path: str | Path) -> Path:
+    """Write weights + config atomically; returns the path."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    metadata = {_CONFIG_KEY: json.dumps(model.config.to_dict()), _FORMAT_KEY: FORMAT_VERSION}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[RapSAMConfig | None, dict[str, torch.Tensor]]:
+    """Config (None for a bare `.pth` state dict) and tensors of a checkpoint file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix != ".safetensors":
+        return None, read_state_dict(path)
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    config = RapSAMConfig.from_dict(json.loads(metadata[_CONFIG_KEY])) if _CONFIG_KEY in metadata else None
+    return config, tensors
+
+
+def build_model(name: str | None = None, weights: str | Path | None = None, *, seed: int = 0) -> RapSAM:
+    """The door to every model: a registered variant, our checkpoint, or both (then they must agree).
+
+    Without weights the parameters are a random init seeded by `seed` (the caller's RNG is untouched).
+    The model comes back in eval mode.
+    """
+    if name is None and weights is None:
+        raise ValueError("give a model name, a weights file, or both")
+    stored_config, state = read_checkpoint(weights) if weights is not None else (None, None)
+    config = get_config(name) if name is not None else stored_config
+    if config is None:
+        raise CheckpointError(f"{weights} holds no rapsam config; name the model it was trained as")
+    if stored_config is not None and stored_config.name != config.name:
+        raise CheckpointError(
+            f"{weights} is a checkpoint of {stored_config.name!r}, not {config.name!r}; "
+            f"build {stored_config.name!r} or pass the matching weights"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = RapSAM(stored_config or config)
+    if state is not None:
+        check_state_dict(model, state, source=str(weights))
+        model.load_state_dict(state)
+    return model.eval()
+
+
+def weights_id(weights: str | Path | None, seed: int = 0) -> str:
+    """What the manifest calls the weights: the file's sha256, or the seed of a random init."""
+    return f"sha256:{file_sha256(weights)}" if weights is not None else f"random-init:seed={seed}"
+

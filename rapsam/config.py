@@ -1,0 +1,101 @@
+"""Named RAP-SAM variants: frozen configs in one registry. `get_config(name)` is the only door."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rapsam.taxonomy import COCO_PANOPTIC, SHAPES, Taxonomy
+
+# ImageNet statistics in RGB order on 0..255 pixels, as the official data preprocessor uses them.
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class RapSAMConfig:
+    """Everything that decides the architecture. Defaults are the paper's (and the official config's)."""
+
+    name: str
+    backbone: str
+    agg_dim: int = 128  # neck aggregation width
+    hidden_dim: int = 256  # d: width of F and of every query
+    deformable: bool = True  # False: plain 3x3 convs in the neck, for targets that want them
+    num_queries: int = 100
+    num_stages: int = 3
+    num_heads: int = 8
+    ffn_channels: int = 2048
+    temperature: float = 0.1  # decoder-stage class logits are divided by it
+    classifier: Literal["open_vocab", "linear"] = "open_vocab"
+    class_embed_dim: int = 768  # CLIP ConvNeXt-L text width in the official classifier file
+    class_prototypes: int = 1
+    taxonomy: Taxonomy = COCO_PANOPTIC
+    pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
+    pixel_std: tuple[float, float, float] = IMAGENET_STD
+    default_size: tuple[int, int] = field(default=(512, 512))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RapSAMConfig:
+        data = dict(data)
+        taxonomy = data.pop("taxonomy")
+        tuples = {k: tuple(v) for k, v in data.items() if isinstance(v, list)}
+        return cls(
+            **{**data, **tuples},
+            taxonomy=Taxonomy(
+                name=taxonomy["name"],
+                class_names=tuple(taxonomy["class_names"]),
+                is_thing=tuple(taxonomy["is_thing"]),
+            ),
+        )
+
+
+VARIANTS: dict[str, RapSAMConfig] = {}
+
+
+def _register(config: RapSAMConfig) -> None:
+    VARIANTS[config.name] = config
+
+
+for _name, _backbone in (
+    ("rapsam_r18", "resnet18"),
+    ("rapsam_r50", "resnet50"),
+    ("rapsam_edgenext_xxs", "edgenext_xx_small"),
+    ("rapsam_edgenext_xs", "edgenext_x_small"),
+    ("rapsam_edgenext_s", "edgenext_small"),
+    ("rapsam_topformer_t", "topformer_tiny"),
+    ("rapsam_topformer_s", "topformer_small"),
+    ("rapsam_topformer_b", "topformer_base"),
+    ("rapsam_seaformer_t", "seaformer_tiny"),
+    ("rapsam_seaformer_s", "seaformer_small"),
+    ("rapsam_seaformer_b", "seaformer_base"),
+    ("rapsam_seaformer_l", "seaformer_large"),
+):
+    _register(RapSAMConfig(name=_name, backbone=_backbone))
+
+# Seconds to build, export and convert: the variant of the tests and of CI's every-target conversions.
+_register(
+    RapSAMConfig(
+        name="rapsam_tiny",
+        backbone="tiny",
+        agg_dim=16,
+        hidden_dim=32,
+        num_queries=8,
+        num_stages=2,
+        num_heads=4,
+        ffn_channels=64,
+        class_embed_dim=16,
+        class_prototypes=2,
+        taxonomy=SHAPES,
+        default_size=(64, 64),
+    )
+)
+
+
+def get_config(name: str) -> RapSAMConfig:
+    if name not in VARIANTS:
+        raise KeyError(f"unknown model {name!r}; valid names: {', '.join(sorted(VARIANTS))}")
+    return VARIANTS[name]

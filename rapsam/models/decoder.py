@@ -1,0 +1,172 @@
+"""One decoder stage of RAP-SAM (official `CrossAttenHead` with `KernelUpdator`), shared by object and
+prompt queries, and the classifiers it predicts with.
+
+Per stage: masks M = Q.F; pooled features X = sum(hard(M) * F); gated dynamic conv
+Q' = Gate_x(X) * X' + Gate_q(X) * Q'; self-attention; FFN; then class logits, mask kernels and an IoU score.
+Names follow `seg/models/heads/yoso_head.py` of the official code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# The official open-vocabulary head scales cosines by exp(4.6052) = 100 (CLIP's logit scale).
+OPEN_VOCAB_LOGIT_SCALE = 4.6052
+# A finite "minus infinity": exact zero after softmax in fp32 and no overflow in fp16.
+MASKED_LOGIT = -1.0e4
+
+
+class MultiheadAttention(nn.Module):
+    """Batch-first multi-head attention with `nn.MultiheadAttention`'s parameter names and maths.
+
+    Written out (matmul + softmax) so that every exporter sees plain ops instead of the fused fast path.
+    `attn_bias` (Lq, Lk) is added to the attention logits; use MASKED_LOGIT to forbid a pair.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        w_q, w_k, w_v = self.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj_bias.chunk(3)
+        q = self._heads(F.linear(query, w_q, b_q))  # (B, h, Lq, d/h)
+        k = self._heads(F.linear(key, w_k, b_k))  # (B, h, Lk, d/h)
+        v = self._heads(F.linear(value, w_v, b_v))
+        logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, h, Lq, Lk)
+        if attn_bias is not None:
+            logits = logits + attn_bias
+        out = logits.softmax(dim=-1) @ v  # (B, h, Lq, d/h)
+        batch, heads, length, head_dim = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, heads * head_dim))
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, dim = x.shape
+        return x.view(batch, length, self.num_heads, dim // self.num_heads).transpose(1, 2)
+
+
+class KernelUpdator(nn.Module):
+    """The gated dynamic conv of K-Net: pooled features X update the kernels Q through two sigmoid gates."""
+
+    def __init__(self, *, in_channels: int = 256, feat_channels: int = 256, out_channels: int | None = None) -> None:
+        super().__init__()
+        out_channels = out_channels or in_channels
+        self.feat_channels = feat_channels
+        self.dynamic_layer = nn.Linear(in_channels, 2 * feat_channels)
+        self.input_layer = nn.Linear(in_channels, 2 * feat_channels)
+        self.input_gate = nn.Linear(in_channels, feat_channels)
+        self.update_gate = nn.Linear(in_channels, feat_channels)
+        self.norm_in = nn.LayerNorm(feat_channels)
+        self.norm_out = nn.LayerNorm(feat_channels)
+        self.input_norm_in = nn.LayerNorm(feat_channels)
+        self.input_norm_out = nn.LayerNorm(feat_channels)
+        self.activation = nn.ReLU()
+        self.fc_layer = nn.Linear(feat_channels, out_channels)
+        self.fc_norm = nn.LayerNorm(out_channels)
+
+    def forward(self, update_feature: torch.Tensor, input_feature: torch.Tensor) -> torch.Tensor:
+        """update_feature: pooled features X (B, Q, C); input_feature: kernels Q (B, Q, C)."""
+        param_in, param_out = self.dynamic_layer(update_feature).split(self.feat_channels, dim=-1)
+        input_in, input_out = self.input_layer(input_feature).split(self.feat_channels, dim=-1)
+        gate_feats = input_in * param_in
+        input_gate = self.input_norm_in(self.input_gate(gate_feats)).sigmoid()
+        update_gate = self.norm_in(self.update_gate(gate_feats)).sigmoid()
+        features = update_gate * self.norm_out(param_out) + input_gate * self.input_norm_out(input_out)
+        return self.activation(self.fc_norm(self.fc_layer(features)))
+
+
+class FFN(nn.Module):
+    """mmcv's FFN layout (`layers.0.0`, `layers.1`) with the identity added inside."""
+
+    def __init__(self, *, embed_dims: int, feedforward_channels: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Sequential(nn.Linear(embed_dims, feedforward_channels), nn.ReLU()),
+            nn.Linear(feedforward_channels, embed_dims),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.layers(x)
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """Three linear layers with ReLU between: indices 0, 2, 4 as in the official Sequentials."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+        nn.Linear(hidden_dim, out_dim),
+    )
+
+
+def open_vocab_logits(embedding: torch.Tensor, class_embed: torch.Tensor) -> torch.Tensor:
+    """Cosine between each query embedding (B, Q, E) and the text prototypes (E, C+1, P), best prototype
+    per class, times CLIP's logit scale. The no-object column is a zero vector, so its logit is 0."""
+    cosine = torch.einsum("bqe,ecp->bqcp", F.normalize(embedding, dim=-1), class_embed)
+    return math.exp(OPEN_VOCAB_LOGIT_SCALE) * cosine.amax(dim=-1)  # (B, Q, C+1)
+
+
+def hard_mask_pool(mask_logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Sum of the features under each query's binary mask (sigmoid > 0.5, i.e. logit > 0): (B, Q, C)."""
+    return torch.einsum("bqhw,bchw->bqc", (mask_logits > 0).to(features.dtype), features)
+
+
+class CrossAttenHead(nn.Module):
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        channels: int,
+        num_heads: int,
+        ffn_channels: int,
+        class_embed: torch.Tensor | None,
+    ) -> None:
+        """`class_embed` (E, C+1, P) selects the open-vocabulary classifier; None a linear one."""
+        super().__init__()
+        self.kernel_update = KernelUpdator(in_channels=channels, feat_channels=channels, out_channels=channels)
+        self.s_atten = MultiheadAttention(channels, num_heads)
+        self.s_atten_norm = nn.LayerNorm(channels)
+        self.ffn = FFN(embed_dims=channels, feedforward_channels=ffn_channels)
+        self.ffn_norm = nn.LayerNorm(channels)
+        self.cls_fcs = nn.Sequential(nn.Linear(channels, channels, bias=False), nn.LayerNorm(channels), nn.ReLU())
+        self.open_vocab = class_embed is not None
+        if class_embed is not None:
+            self.register_buffer("fc_cls", class_embed.clone())
+            self.cls_proj = mlp(channels, channels, class_embed.shape[0])
+        else:
+            self.fc_cls = nn.Linear(channels, num_classes + 1)
+            nn.init.constant_(self.fc_cls.bias, -math.log((1 - 0.01) / 0.01))
+        self.mask_fcs = nn.Sequential(nn.Linear(channels, channels, bias=False), nn.LayerNorm(channels), nn.ReLU())
+        self.fc_mask = nn.Linear(channels, channels)
+        self.iou_embed = mlp(channels, channels, 1)
+
+    def forward(
+        self, features: torch.Tensor, kernels: torch.Tensor, mask_logits: torch.Tensor, attn_bias: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """features (B, C, H, W), kernels (B, Q, C), mask_logits (B, Q, H, W) ->
+        class logits (B, Q, C+1) before the head's temperature, mask logits (B, Q, H, W), IoU (B, Q, 1),
+        new kernels (B, Q, C)."""
+        pooled = hard_mask_pool(mask_logits, features)
+        kernels = self.kernel_update(pooled, kernels)
+        kernels = self.s_atten_norm(kernels + self.s_atten(kernels, kernels, kernels, attn_bias))
+        obj_feat = self.ffn_norm(self.ffn(kernels))
+
+        cls_feat = self.cls_fcs(obj_feat)
+        if self.open_vocab:
+            class_logits = open_vocab_logits(self.cls_proj(cls_feat), self.fc_cls)
+        else:
+            class_logits = self.fc_cls(cls_feat)
+        mask_feat = self.mask_fcs(obj_feat)
+        new_masks = torch.einsum("bqc,bchw->bqhw", self.fc_mask(mask_feat), features)
+        return class_logits, new_masks, self.iou_embed(mask_feat), obj_feat

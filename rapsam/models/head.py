@@ -1,0 +1,154 @@
+"""The RAP-SAM head (official `RapSAMVideoHead`): object queries and prompt queries through one shared
+3-stage decoder, then the asymmetric adapters (pooling + dynamic conv for objects, cross-attention to F
+for prompts). Names follow `seg/models/heads/rapsam_head.py` and `mask2former_vid.py`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from rapsam.models.decoder import (
+    MASKED_LOGIT,
+    CrossAttenHead,
+    KernelUpdator,
+    MultiheadAttention,
+    hard_mask_pool,
+    open_vocab_logits,
+)
+
+POINT, BOX, PADDING = 0, 1, -1
+# mmdet's inverse_sigmoid clamps with this eps; the official head then takes the sigmoid again.
+_BOX_EPS = 1e-5
+
+
+def box_sine_encoding(boxes: torch.Tensor, num_feats: int, temperature: float = 10000.0) -> torch.Tensor:
+    """mmdet's `coordinate_to_encoding` of (cx, cy, w, h) in [0, 1]: (B, K, 4) -> (B, K, 4 * num_feats),
+    ordered y, x, w, h, each as interleaved sin/cos."""
+    dim_t = torch.arange(num_feats, dtype=torch.float32, device=boxes.device)
+    dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
+    parts = []
+    for index in (1, 0, 2, 3):
+        pos = boxes[..., index, None] * (2 * math.pi) / dim_t  # (B, K, num_feats)
+        parts.append(torch.stack((pos[..., 0::2].sin(), pos[..., 1::2].cos()), dim=-1).flatten(2))
+    return torch.cat(parts, dim=-1)
+
+
+def normalize_boxes(boxes: torch.Tensor, *, height: int, width: int) -> torch.Tensor:
+    """Pixel (x0, y0, x1, y1) -> (cx, cy, w, h) in (0, 1), as the official `prepare_for_dn_mo` at eval.
+
+    sigmoid(inverse_sigmoid(x)) there is x1 / (x1 + x2) with mmdet's clamps; written out directly.
+    """
+    scale = boxes.new_tensor([width, height, width, height])
+    x0, y0, x1, y1 = (boxes / scale).unbind(-1)
+    cxcywh = torch.stack(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), dim=-1).clamp(0.0, 1.0)
+    low, high = cxcywh.clamp(min=_BOX_EPS), (1 - cxcywh).clamp(min=_BOX_EPS)
+    return low / (low + high)
+
+
+class PromptAttention(nn.Module):
+    """mmcv's `MultiheadAttention` wrapper (`.attn`, identity added) used as the prompt adapter."""
+
+    def __init__(self, channels: int, num_heads: int) -> None:
+        super().__init__()
+        self.attn = MultiheadAttention(channels, num_heads)
+
+    def forward(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        return query + self.attn(query, keys, keys)
+
+
+class RapSAMHead(nn.Module):
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        num_queries: int,
+        channels: int,
+        num_stages: int,
+        num_heads: int,
+        ffn_channels: int,
+        temperature: float,
+        class_embed: torch.Tensor | None,
+    ) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.mask_tokens = nn.Embedding(1, channels)
+        self.pb_embedding = nn.Embedding(2, channels)
+        self.pos_linear = nn.Linear(2 * channels, channels)
+        self.kernels = nn.Embedding(num_queries, channels)
+        self.mask_heads = nn.ModuleList(
+            CrossAttenHead(
+                num_classes=num_classes, channels=channels, num_heads=num_heads, ffn_channels=ffn_channels,
+                class_embed=class_embed,
+            )
+            for _ in range(num_stages)
+        )
+        self.panoptic_attn = KernelUpdator(in_channels=channels, feat_channels=channels)
+        self.open_vocab = class_embed is not None
+        classifier_out = class_embed.shape[0] if class_embed is not None else num_classes + 1
+        self.panoptic_cls = nn.Sequential(nn.Linear(channels, classifier_out))
+        self.prompt_attn = PromptAttention(channels, num_heads)
+        self.prompt_norm = nn.LayerNorm(channels)
+        self.prompt_iou = nn.Linear(channels, 1)
+
+    def decode(
+        self, features: torch.Tensor, kernels: torch.Tensor, attn_bias: torch.Tensor | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """The shared decoder: per-stage class logits, mask logits and IoU, and the final kernels."""
+        mask_logits = torch.einsum("bqc,bchw->bqhw", kernels, features)
+        class_logits, all_masks, ious = [], [], []
+        for stage in self.mask_heads:
+            logits, mask_logits, iou, kernels = stage(features, kernels, mask_logits, attn_bias)
+            class_logits.append(logits / self.temperature)
+            all_masks.append(mask_logits)
+            ious.append(iou)
+        return class_logits, all_masks, ious, kernels
+
+    def panoptic(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """features (B, C, h, w) -> mask logits (B, N, h, w), class logits (B, N, C+1), queries (B, N, C)."""
+        batch = features.shape[0]
+        kernels = self.kernels.weight.unsqueeze(0).expand(batch, -1, -1)
+        _, all_masks, _, kernels = self.decode(features, kernels, None)
+        # Object adapter: pooling + dynamic conv on the last stage's masks.
+        kernels = self.panoptic_attn(hard_mask_pool(all_masks[-1], features), kernels)
+        mask_logits = torch.einsum("bqc,bchw->bqhw", kernels, features)
+        # The adapter's logits are not divided by the stage temperature, as in the official head.
+        if self.open_vocab:
+            class_logits = open_vocab_logits(self.panoptic_cls(kernels), self.mask_heads[0].fc_cls)
+        else:
+            class_logits = self.panoptic_cls(kernels)
+        return mask_logits, class_logits, kernels
+
+    def prompt_queries(self, boxes: torch.Tensor, kinds: torch.Tensor, *, height: int, width: int) -> torch.Tensor:
+        """boxes (B, K, 4) pixel xyxy, kinds (B, K) in {0 point, 1 box, -1 padding} -> queries (B, K, C)."""
+        # Arithmetic instead of an embedding lookup: any integer dtype works and padding (-1) needs no clamp.
+        point_embed, box_embed = self.pb_embedding.weight.unbind(0)
+        is_box = (kinds == BOX).unsqueeze(-1).to(point_embed.dtype)  # (B, K, 1)
+        label = point_embed + is_box * (box_embed - point_embed) + self.mask_tokens.weight
+        encoding = box_sine_encoding(normalize_boxes(boxes, height=height, width=width), label.shape[-1] // 2)
+        return label + self.pos_linear(encoding)
+
+    def prompt(
+        self, features: torch.Tensor, boxes: torch.Tensor, kinds: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """features (B, C, h, w), boxes (B, K, 4), kinds (B, K) -> mask logits (B, K, h, w), IoU (B, K).
+
+        Prompts never see each other (self-attention only on the diagonal), so each slot's answer is
+        independent of the others and padded slots change nothing; their outputs are blanked.
+        """
+        height, width = features.shape[-2] * 4, features.shape[-1] * 4
+        kernels = self.prompt_queries(boxes, kinds, height=height, width=width)
+        num_prompts = kernels.shape[1]
+        eye = torch.eye(num_prompts, dtype=features.dtype, device=features.device)
+        attn_bias = (1 - eye) * MASKED_LOGIT
+        _, _, _, kernels = self.decode(features, kernels, attn_bias)
+        # Prompt adapter: cross-attention from each prompt to every pixel of F.
+        keys = features.flatten(2).transpose(1, 2)  # (B, h*w, C)
+        kernels = self.prompt_norm(self.prompt_attn(kernels, keys))
+        iou = self.prompt_iou(kernels).squeeze(-1)  # (B, K)
+        mask_logits = torch.einsum("bqc,bchw->bqhw", kernels, features)
+        valid = kinds >= 0
+        mask_logits = torch.where(valid[..., None, None], mask_logits, torch.full_like(mask_logits, MASKED_LOGIT))
+        return mask_logits, torch.where(valid, iou, torch.zeros_like(iou))
