@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -101,10 +102,27 @@ def example_inputs(
     return features, boxes, kinds
 
 
+class HalfPrecision(nn.Module):
+    """Runs an entry point in fp16 behind the contract's fp32 inputs and outputs (integer inputs pass)."""
+
+    def __init__(self, entry: nn.Module) -> None:
+        super().__init__()
+        self.entry = copy.deepcopy(entry).half()
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        cast = [x.half() if x.is_floating_point() else x for x in inputs]
+        return tuple(y.float() for y in self.entry(*cast))
+
+
 def export_entry_point(
-    model: RapSAM, entry: str, *, input_size: tuple[int, int], num_prompts: int = 4
+    model: RapSAM, entry: str, *, input_size: tuple[int, int], num_prompts: int = 4, half: bool = False
 ) -> torch.export.ExportedProgram:
-    """`torch.export` of one entry point at a static input size (the model must be in eval mode)."""
-    wrapper = get_entry_point(entry).wrapper(model).eval()
+    """`torch.export` of one entry point at a static input size (the model must be in eval mode).
+
+    `half` computes in fp16 inside the graph, for targets whose fp16 is the graph's own dtype.
+    """
+    wrapper: nn.Module = get_entry_point(entry).wrapper(model).eval()
+    if half:
+        wrapper = HalfPrecision(wrapper).eval()
     inputs = example_inputs(model, entry, input_size=input_size, num_prompts=num_prompts)
     return torch.export.export(wrapper, inputs, strict=False)

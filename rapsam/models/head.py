@@ -27,7 +27,7 @@ _BOX_EPS = 1e-5
 def box_sine_encoding(boxes: torch.Tensor, num_feats: int, temperature: float = 10000.0) -> torch.Tensor:
     """mmdet's `coordinate_to_encoding` of (cx, cy, w, h) in [0, 1]: (B, K, 4) -> (B, K, 4 * num_feats),
     ordered y, x, w, h, each as interleaved sin/cos."""
-    dim_t = torch.arange(num_feats, dtype=torch.float32, device=boxes.device)
+    dim_t = torch.arange(num_feats, dtype=boxes.dtype, device=boxes.device)
     dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / num_feats)
     parts = []
     for index in (1, 0, 2, 3):
