@@ -79,6 +79,10 @@ class Converter(Protocol):
         """Export `request.entry_points` of `model` (eval mode, fp32) and write the artifact into `folder`."""
         ...
 
+    def embed_manifest(self, folder: Path, files: ConvertedFiles, manifest: str) -> None:
+        """Write the manifest JSON into the artifact's own metadata, where the format has any."""
+        ...
+
     def open(self, folder: Path, files: ConvertedFiles) -> Runner | str:
         """A Runner for the files in `folder`, or a one-line reason why numerics cannot run here."""
         ...

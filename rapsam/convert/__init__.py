@@ -1,0 +1,194 @@
+"""`rapsam.convert.convert(...)`: model -> artifact folder with manifest and parity report, per target.
+
+Each target writes one folder, `<out>/<model>-<H>x<W>-<target>/`, holding the artifact file(s),
+`manifest.json` and `parity.json`. It is built under a temporary name and renamed into place only when
+complete and, unless the gate is off, only when parity passed: a failed run never leaves a half-written
+or wrong artifact where a good one is expected.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rapsam.checkpoint import build_model, weights_id
+from rapsam.convert.base import (
+    PRECISIONS,
+    TARGET_MODULES,
+    ConversionError,
+    ConvertedFiles,
+    MissingBackendError,
+    TargetRequest,
+    get_converter,
+)
+from rapsam.convert.manifest import build_manifest, dumps, validate_manifest
+from rapsam.convert.parity import ParityReport, check_parity
+from rapsam.export import ENTRY_POINTS
+from rapsam.inference import check_input_size
+
+DEFAULT_MODEL = "rapsam_edgenext_s"
+DEFAULT_INPUT_SIZE = (512, 512)
+
+__all__ = ["DEFAULT_MODEL", "ConversionError", "ConversionResult", "MissingBackendError", "check_artifact", "convert"]
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    target: str
+    folder: Path  # the final folder (or, when the gate failed, where it would have gone)
+    manifest: dict[str, Any]
+    parity: ParityReport | None
+    written: bool  # False when the parity gate refused the artifact
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _resolve_targets(target: str) -> list[str]:
+    return list(TARGET_MODULES) if target == "all" else [target]
+
+
+def convert(
+    target: str,
+    *,
+    model: str | None = None,
+    weights: str | Path | None = None,
+    seed: int = 0,
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+    entry_points: Sequence[str] = tuple(ENTRY_POINTS),
+    num_prompts: int = 4,
+    precision: str | None = None,
+    out_dir: str | Path = "artifacts",
+    parity: bool = True,
+    parity_gate: bool = True,
+    options: Mapping[str, Any] | None = None,
+    progress: Callable[[str], None] = _log,
+) -> list[ConversionResult]:
+    """Convert one target (or "all") and return what was written. Raises ConversionError on bad input."""
+    targets = _resolve_targets(target)
+    converters = {t: get_converter(t) for t in targets}  # fails fast, before any work, on missing packages
+    input_size = check_input_size(tuple(input_size))
+    unknown = [e for e in entry_points if e not in ENTRY_POINTS]
+    if unknown or not entry_points:
+        raise ConversionError(f"unknown entry points {unknown}; valid: {', '.join(ENTRY_POINTS)}")
+    if precision is not None and precision not in PRECISIONS:
+        raise ConversionError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if num_prompts < 1:
+        raise ConversionError(f"--num-prompts must be at least 1, got {num_prompts}")
+    for t, converter in converters.items():
+        unknown_options = set(options or {}) - set(converter.option_defaults)
+        if len(targets) == 1 and unknown_options:
+            raise ConversionError(f"target {t} has no options {sorted(unknown_options)}; "
+                                  f"it takes {sorted(converter.option_defaults) or 'none'}")
+
+    net = build_model(model or (None if weights else DEFAULT_MODEL), weights, seed=seed)
+    weights_name = weights_id(weights, seed)
+    if weights is None:
+        progress(f"note: no --weights given: {net.config.name} is a random init (seed {seed}); the manifest says so")
+    results = []
+    for t, converter in converters.items():
+        request = TargetRequest(
+            entry_points=tuple(entry_points), input_size=input_size, num_prompts=num_prompts,
+            precision=precision or converter.default_precision,
+            options={k: v for k, v in {**converter.option_defaults, **(options or {})}.items()
+                     if k in converter.option_defaults},
+        )
+        results.append(_convert_one(net, converter, request, Path(out_dir), weights_name, parity, parity_gate, progress))
+    return results
+
+
+def _convert_one(net, converter, request, out_dir, weights_name, run_parity, parity_gate, progress) -> ConversionResult:
+    height, width = request.input_size
+    final = out_dir / f"{net.config.name}-{height}x{width}-{converter.name}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
+    try:
+        started = time.perf_counter()
+        progress(f"[{converter.name}] converting {', '.join(request.entry_points)} at {height}x{width}, {request.precision}")
+        files = converter.convert(net, request, staging)
+        progress(f"[{converter.name}] converted in {time.perf_counter() - started:.1f}s")
+        manifest = build_manifest(net, target=converter.name, request=request, files=files,
+                                  weights=weights_name, converter_versions=converter.versions())
+        report = None
+        if run_parity:
+            started = time.perf_counter()
+            runner = converter.open(staging, files)
+            report = check_parity(
+                net, runner, target=converter.name, entry_points=request.entry_points,
+                input_size=request.input_size, num_prompts=request.num_prompts, precision=request.precision,
+                progress=lambda m: progress(f"[{converter.name}] {m}"),
+            )
+            progress(report.table())
+            progress(f"[{converter.name}] parity in {time.perf_counter() - started:.1f}s")
+            (staging / "parity.json").write_text(json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+            gate = "not_run" if not report.ran else "passed" if report.passed else "failed"
+            if gate == "failed" and not parity_gate:
+                gate = "failed_ignored"  # --no-parity-gate: kept, and marked
+            manifest["parity"] = {"gate": gate, **report.to_dict()}
+        validate_manifest(manifest)
+        text = dumps(manifest)
+        converter.embed_manifest(staging, files, text)
+        (staging / "manifest.json").write_text(text)
+        if report is not None and report.ran and not report.passed and parity_gate:
+            progress(f"[{converter.name}] parity gate failed: nothing written to {final}")
+            return ConversionResult(converter.name, final, manifest, report, written=False)
+        _replace_folder(staging, final)
+        progress(f"[{converter.name}] wrote {final}")
+        return ConversionResult(converter.name, final, manifest, report, written=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _replace_folder(staging: Path, final: Path) -> None:
+    """Swap the finished folder into place; the old one is removed only after the new one is there."""
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    staging.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def check_artifact(
+    folder: str | Path, *, weights: str | Path | None = None, progress: Callable[[str], None] = _log
+) -> ParityReport:
+    """Re-run the parity checker on a converted folder (`rapsam-convert --check FOLDER`)."""
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise ConversionError(f"{folder} has no manifest.json: give a folder written by rapsam-convert")
+    manifest = json.loads(manifest_path.read_text())
+    validate_manifest(manifest)
+    stored = manifest["model"]["weights"]
+    if weights is None and not manifest["model"]["random_init"]:
+        raise ConversionError(f"{folder} was converted from weights {stored}: pass the same file with --weights")
+    seed = int(stored.split("seed=")[1]) if manifest["model"]["random_init"] else 0
+    if weights is not None and weights_id(weights) != stored:
+        raise ConversionError(f"--weights {weights} is not the file {folder} was converted from ({stored})")
+    converter = get_converter(manifest["target"]["name"])
+    net = build_model(manifest["model"]["name"], weights, seed=seed)
+    entries = manifest["entry_points"]
+    files = ConvertedFiles(
+        entry_files={e: s["file"] for e, s in entries.items()},
+        entry_methods={e: s["method"] for e, s in entries.items()},
+        info=manifest["target"],
+    )
+    prompt_inputs = entries.get("prompt", {}).get("inputs", [])
+    num_prompts = next((t["shape"][1] for t in prompt_inputs if t["name"] == "kinds"), manifest["prompts"]["max_prompts"])
+    report = check_parity(
+        net, converter.open(folder, files), target=converter.name, entry_points=tuple(entries),
+        input_size=tuple(manifest["input_size"]), num_prompts=num_prompts,
+        precision=manifest["precision"]["compute"], progress=progress,
+    )
+    progress(report.table())
+    return report

@@ -1,0 +1,192 @@
+"""The manifest: one versioned JSON schema for every target, written beside the artifact and embedded
+where the format has metadata. Sample apps read it instead of hard-coding anything."""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+import rapsam
+from rapsam.convert.base import ConvertedFiles, TargetRequest
+from rapsam.export import get_entry_point
+from rapsam.inference import CLICK_HALF_SIZE
+from rapsam.models.head import BOX, PADDING, POINT
+from rapsam.models.rapsam import RapSAM
+from rapsam.postprocess import PanopticThresholds, default_palette
+
+SCHEMA_VERSION = 1
+
+_MEANINGS = {
+    "image": "RGB image, 0..255, letterboxed to the input size (pad bottom/right with the pixel mean)",
+    "features": "stride-4 feature map F from `encode`",
+    "boxes": "prompt boxes x0,y0,x1,y1 in model-input pixels; a click at (x,y) is [x-3,y-3,x+3,y+3]",
+    "kinds": "prompt kind per slot: 0 click, 1 box, -1 padding",
+    "mask_logits": "mask logits at stride 4 (threshold at 0); upsample x4 to the input, crop, resize",
+    "class_logits": "class logits per query; the last column is no-object; softmax then argmax",
+    "queries": "object query embeddings, for matching instances across video frames",
+    "iou": "predicted IoU of each prompt's mask (0 for padding slots)",
+}
+
+
+def tensor_specs(model: RapSAM, request: TargetRequest) -> dict[str, dict[str, Any]]:
+    """Shape, dtype and meaning of every tensor name of the contract at this input size and prompt count."""
+    height, width = request.input_size
+    d, n, k = model.config.hidden_dim, model.config.num_queries, request.num_prompts
+    shapes = {
+        "image": ([1, 3, height, width], "float32"),
+        "features": ([1, d, height // 4, width // 4], "float32"),
+        "boxes": ([1, k, 4], "float32"),
+        "kinds": ([1, k], "int32"),
+        "class_logits": ([1, n, model.config.taxonomy.num_classes + 1], "float32"),
+        "queries": ([1, n, d], "float32"),
+        "iou": ([1, k], "float32"),
+    }
+    specs = {name: {"shape": s, "dtype": t, "meaning": _MEANINGS[name]} for name, (s, t) in shapes.items()}
+    for entry, queries in (("panoptic", n), ("prompt", k)):
+        specs[f"{entry}.mask_logits"] = {
+            "shape": [1, queries, height // 4, width // 4], "dtype": "float32", "meaning": _MEANINGS["mask_logits"],
+        }
+    return specs
+
+
+def _entry_section(model: RapSAM, request: TargetRequest, files: ConvertedFiles) -> dict[str, Any]:
+    specs = tensor_specs(model, request)
+    section = {}
+    for entry in request.entry_points:
+        contract = get_entry_point(entry)
+        mask_key = "prompt.mask_logits" if entry == "prompt" else "panoptic.mask_logits"
+
+        def spec(name: str) -> dict[str, Any]:
+            return {"name": name, **specs[mask_key if name == "mask_logits" else name]}
+
+        section[entry] = {
+            "file": files.entry_files[entry],
+            "method": files.entry_methods.get(entry),
+            "inputs": [spec(name) for name in contract.inputs],
+            "outputs": [spec(name) for name in contract.outputs],
+        }
+    return section
+
+
+def build_manifest(
+    model: RapSAM,
+    *,
+    target: str,
+    request: TargetRequest,
+    files: ConvertedFiles,
+    weights: str,
+    converter_versions: Mapping[str, str],
+) -> dict[str, Any]:
+    config = model.config
+    palette = default_palette(config.taxonomy.num_classes)
+    thresholds = PanopticThresholds()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": {
+            "name": config.name,
+            "backbone": config.backbone,
+            "weights": weights,
+            "random_init": weights.startswith("random-init"),
+            "hidden_dim": config.hidden_dim,
+            "num_queries": config.num_queries,
+        },
+        "target": {"name": target, "options": dict(request.options), **dict(files.info)},
+        "input_size": list(request.input_size),
+        "normalization": {
+            "in_graph": True,
+            "channel_order": "RGB",
+            "input_range": [0, 255],
+            "mean": list(config.pixel_mean),
+            "std": list(config.pixel_std),
+            "pad_value": list(config.pixel_mean),
+            "resize": "keep aspect ratio, bilinear, pad bottom/right",
+        },
+        "entry_points": _entry_section(model, request, files),
+        "classes": [
+            {"id": i, "name": name, "is_thing": thing, "color": palette[i].tolist()}
+            for i, (name, thing) in enumerate(zip(config.taxonomy.class_names, config.taxonomy.is_thing))
+        ],
+        "taxonomy": config.taxonomy.name,
+        "no_object_index": config.taxonomy.num_classes,
+        "prompts": {
+            "max_prompts": request.num_prompts,
+            "kinds": {"click": POINT, "box": BOX, "padding": PADDING},
+            "click_half_size": CLICK_HALF_SIZE,
+            "coordinates": "model-input pixels, x0,y0,x1,y1",
+        },
+        "thresholds": {
+            "object_mask": thresholds.object_mask_threshold,
+            "overlap": thresholds.overlap_threshold,
+            "mask_logit": 0.0,
+        },
+        "precision": {"compute": request.precision, "quantization": None},
+        "versions": {
+            "rapsam": rapsam.__version__,
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            **dict(converter_versions),
+        },
+        "parity": None,
+    }
+
+
+class ManifestError(ValueError):
+    pass
+
+
+# field -> type, for the top level and the sections every consumer relies on
+_REQUIRED: dict[str, type | tuple[type, ...]] = {
+    "schema_version": int,
+    "model": dict,
+    "target": dict,
+    "input_size": list,
+    "normalization": dict,
+    "entry_points": dict,
+    "classes": list,
+    "no_object_index": int,
+    "prompts": dict,
+    "thresholds": dict,
+    "precision": dict,
+    "versions": dict,
+    "parity": (dict, type(None)),
+}
+_TENSOR_FIELDS = {"name": str, "shape": list, "dtype": str, "meaning": str}
+_CLASS_FIELDS = {"id": int, "name": str, "is_thing": bool, "color": list}
+
+
+def validate_manifest(manifest: Mapping[str, Any]) -> None:
+    """Raise ManifestError naming the first field that is missing or of the wrong type."""
+    _check_fields(manifest, _REQUIRED, "manifest")
+    if manifest["schema_version"] != SCHEMA_VERSION:
+        raise ManifestError(f"manifest schema_version {manifest['schema_version']}, this toolkit reads {SCHEMA_VERSION}")
+    for name in ("name", "backbone", "weights"):
+        _check_fields(manifest["model"], {name: str}, "model")
+    if not manifest["entry_points"]:
+        raise ManifestError("manifest.entry_points is empty")
+    for entry, section in manifest["entry_points"].items():
+        _check_fields(section, {"file": str, "inputs": list, "outputs": list}, f"entry_points.{entry}")
+        for i, tensor in enumerate(section["inputs"] + section["outputs"]):
+            _check_fields(tensor, _TENSOR_FIELDS, f"entry_points.{entry}.tensor[{i}]")
+    for i, cls in enumerate(manifest["classes"]):
+        _check_fields(cls, _CLASS_FIELDS, f"classes[{i}]")
+    if manifest["no_object_index"] != len(manifest["classes"]):
+        raise ManifestError("manifest.no_object_index must equal the number of classes")
+
+
+def _check_fields(section: Mapping[str, Any], fields: Mapping[str, Any], where: str) -> None:
+    if not isinstance(section, Mapping):
+        raise ManifestError(f"manifest.{where} is not an object")
+    for name, kind in fields.items():
+        if name not in section:
+            raise ManifestError(f"manifest.{where}.{name} is missing")
+        if not isinstance(section[name], kind) or (kind is int and isinstance(section[name], bool)):
+            raise ManifestError(f"manifest.{where}.{name} has type {type(section[name]).__name__}")
+
+
+def dumps(manifest: Mapping[str, Any]) -> str:
+    """Stable text: sorted keys, so the same conversion writes the same bytes."""
+    return json.dumps(manifest, indent=2, sort_keys=True) + "\n"
