@@ -87,6 +87,21 @@ def build_model(name: str | None = None, weights: str | Path | None = None, *, s
     return model.eval()
 
 
+def read_class_embeddings(path: str | Path) -> torch.Tensor:
+    """A classifier file as the official `tools/gen_cls.py` writes it: a tensor (C, P, E) of unit vectors."""
+    tensor = torch.load(Path(path), map_location="cpu", weights_only=True) if Path(path).is_file() else None
+    if tensor is None:
+        raise CheckpointError(f"class embedding file not found: {path}")
+    if isinstance(tensor, dict) and len(tensor) == 1:
+        tensor = next(iter(tensor.values()))
+    if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
+        raise CheckpointError(f"{path} does not hold a (classes, prototypes, dim) tensor")
+    norms = tensor.float().norm(dim=-1)
+    if not torch.allclose(norms, torch.ones_like(norms), atol=1e-3):
+        raise CheckpointError(f"{path}: text embeddings must be unit vectors (norms {float(norms.min()):.3f}..{float(norms.max()):.3f})")
+    return tensor.float()
+
+
 def weights_id(weights: str | Path | None, seed: int = 0) -> str:
     """What the manifest calls the weights: the file's sha256, or the seed of a random init."""
     return f"sha256:{file_sha256(weights)}" if weights is not None else f"random-init:seed={seed}"

@@ -81,3 +81,26 @@ def test_weights_id(tmp_path: Path) -> None:
     path = rapsam.save_checkpoint(rapsam.build_model("rapsam_tiny"), tmp_path / "tiny.safetensors")
     assert weights_id(path) == f"sha256:{file_sha256(path)}"
     assert weights_id(None, seed=4) == "random-init:seed=4"
+
+
+def test_class_embedding_file_drives_the_classifier(tmp_path: Path) -> None:
+    from rapsam.checkpoint import read_class_embeddings
+
+    model = rapsam.build_model("rapsam_tiny")
+    config = model.config
+    embed = torch.nn.functional.normalize(torch.randn(config.taxonomy.num_classes, config.class_prototypes,
+                                                      config.class_embed_dim), dim=-1)
+    torch.save(embed, tmp_path / "classes.pth")  # the official gen_cls.py layout
+    model.panoptic_head.set_class_embeddings(read_class_embeddings(tmp_path / "classes.pth"))
+    for stage in model.panoptic_head.mask_heads:
+        assert torch.equal(stage.fc_cls[:, :-1].permute(1, 2, 0), embed)
+        assert not stage.fc_cls[:, -1].any()  # no-object stays a zero vector
+    # the embeddings are persistent: they travel with our checkpoint
+    path = rapsam.save_checkpoint(model, tmp_path / "tiny.safetensors")
+    assert torch.equal(rapsam.build_model(weights=path).panoptic_head.mask_heads[1].fc_cls, model.panoptic_head.mask_heads[1].fc_cls)
+
+    torch.save(embed * 2, tmp_path / "not_unit.pth")
+    with pytest.raises(CheckpointError, match="unit vectors"):
+        read_class_embeddings(tmp_path / "not_unit.pth")
+    with pytest.raises(ValueError, match=r"needs \(C, P, E\) = \(8, 2, 16\)"):
+        model.panoptic_head.set_class_embeddings(embed[:4])

@@ -8,11 +8,14 @@ or wrong artifact where a good one is expected.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +53,26 @@ class ConversionResult:
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+# Exporters and backends log warnings about things that do not concern a user (torchvision ops absent,
+# deprecated pytree APIs): keep the progress lines readable.
+_NOISY_LOGGERS = ("torch.onnx", "torch._export", "torch.export", "onnxscript", "coremltools", "executorch", "litert_torch")
+
+
+@contextlib.contextmanager
+def _quiet_backends():
+    levels = {name: logging.getLogger(name).level for name in _NOISY_LOGGERS}
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _resolve_targets(target: str) -> list[str]:
@@ -113,7 +136,8 @@ def _convert_one(net, converter, request, out_dir, weights_name, run_parity, par
     try:
         started = time.perf_counter()
         progress(f"[{converter.name}] converting {', '.join(request.entry_points)} at {height}x{width}, {request.precision}")
-        files = converter.convert(net, request, staging)
+        with _quiet_backends():
+            files = converter.convert(net, request, staging)
         progress(f"[{converter.name}] converted in {time.perf_counter() - started:.1f}s")
         manifest = build_manifest(net, target=converter.name, request=request, files=files,
                                   weights=weights_name, converter_versions=converter.versions())

@@ -93,6 +93,20 @@ class RapSAMHead(nn.Module):
         self.prompt_norm = nn.LayerNorm(channels)
         self.prompt_iou = nn.Linear(channels, 1)
 
+    def set_class_embeddings(self, embeddings: torch.Tensor) -> None:
+        """Install text embeddings (C, P, E) as the official classifier file holds them (unit rows, one set of
+        P prototypes per class); the no-object column is added as zeros."""
+        if not self.open_vocab:
+            raise ValueError("this model has a linear classifier; text embeddings need classifier='open_vocab'")
+        current = self.mask_heads[0].fc_cls  # (E, C+1, P)
+        expected = (current.shape[1] - 1, current.shape[2], current.shape[0])
+        if tuple(embeddings.shape) != expected:
+            raise ValueError(f"class embeddings of shape {tuple(embeddings.shape)}, the model needs (C, P, E) = {expected}")
+        background = embeddings.new_zeros(1, *embeddings.shape[1:])
+        table = torch.cat([embeddings, background]).permute(2, 0, 1).contiguous()  # (E, C+1, P)
+        for stage in self.mask_heads:
+            stage.fc_cls.copy_(table)
+
     def decode(
         self, features: torch.Tensor, kernels: torch.Tensor, attn_bias: torch.Tensor | None
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
