@@ -44,20 +44,24 @@ def _sampling_grid(
     """Turn mmcv-layout offsets [B*dg, 2*kh*kw, Ho, Wo] into a grid [B*dg, kh*kw*Ho, Wo, 2] in [-1, 1]."""
     groups_batch, _, out_h, out_w = offset.shape
     (height, width), (kh, kw) = in_size, kernel_size
+    points = kh * kw
     kwargs = {"dtype": offset.dtype, "device": offset.device}
-    # Where each kernel point lands without offset: rows [kh, 1, Ho, 1], columns [1, kw, 1, Wo].
+    # Where each kernel point lands without offset, as (kh*kw, Ho, Wo). Tensors stay at rank <= 5: CoreML
+    # and other mobile compilers refuse rank 6.
     rows = (torch.arange(kh, **kwargs) * dilation[0]).view(kh, 1, 1, 1) + (
         torch.arange(out_h, **kwargs) * stride[0] - padding[0]
     ).view(1, 1, out_h, 1)
     cols = (torch.arange(kw, **kwargs) * dilation[1]).view(1, kw, 1, 1) + (
         torch.arange(out_w, **kwargs) * stride[1] - padding[1]
     ).view(1, 1, 1, out_w)
-    offset_y, offset_x = offset.reshape(groups_batch, kh, kw, 2, out_h, out_w).unbind(dim=3)
+    rows = rows.expand(kh, kw, out_h, out_w).reshape(points, out_h, out_w)
+    cols = cols.expand(kh, kw, out_h, out_w).reshape(points, out_h, out_w)
+    offset_y, offset_x = offset.reshape(groups_batch, points, 2, out_h, out_w).unbind(dim=2)
     # align_corners=True maps -1 / +1 to the centres of the first / last pixel.
-    grid_x = (cols + offset_x) * (2.0 / (width - 1)) - 1.0  # (B*dg, kh, kw, Ho, Wo)
+    grid_x = (cols + offset_x) * (2.0 / (width - 1)) - 1.0  # (B*dg, kh*kw, Ho, Wo)
     grid_y = (rows + offset_y) * (2.0 / (height - 1)) - 1.0
-    grid = torch.stack((grid_x, grid_y), dim=-1)  # (B*dg, kh, kw, Ho, Wo, 2)
-    return grid.reshape(groups_batch, kh * kw * out_h, out_w, 2)
+    grid = torch.stack((grid_x, grid_y), dim=-1)  # (B*dg, kh*kw, Ho, Wo, 2)
+    return grid.reshape(groups_batch, points * out_h, out_w, 2)
 
 
 def modulated_deform_conv2d(
@@ -109,8 +113,8 @@ def modulated_deform_conv2d(
         padding_mode="zeros",
         align_corners=True,
     )  # (B*dg, C/dg, kh*kw*Ho, Wo)
-    sampled = sampled.reshape(batch, deform_groups, group_channels, points, out_h, out_w)
-    sampled = sampled * mask.reshape(batch, deform_groups, 1, points, out_h, out_w)
+    sampled = sampled.reshape(batch * deform_groups, group_channels, points, out_h, out_w)
+    sampled = sampled * mask.reshape(batch * deform_groups, 1, points, out_h, out_w)
     columns = sampled.reshape(batch, channels * points, out_h, out_w)  # channel-major, then kernel point
     return F.conv2d(columns, weight.reshape(out_channels, -1, 1, 1), bias, groups=groups)
 
