@@ -57,7 +57,10 @@ def _log(message: str) -> None:
 
 # Exporters and backends log warnings about things that do not concern a user (torchvision ops absent,
 # deprecated pytree APIs): keep the progress lines readable.
-_NOISY_LOGGERS = ("torch.onnx", "torch._export", "torch.export", "onnxscript", "coremltools", "executorch", "litert_torch")
+_NOISY_LOGGERS = (
+    "torch.onnx", "torch._export", "torch.export", "torch.utils._pytree", "onnxscript", "coremltools", "executorch",
+    "litert_torch",
+)
 
 
 @contextlib.contextmanager
@@ -133,6 +136,7 @@ def _convert_one(net, converter, request, out_dir, weights_name, run_parity, par
     final = out_dir / f"{net.config.name}-{height}x{width}-{converter.name}"
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
+    staging.chmod(0o755)  # mkdtemp makes it private; the artifact is meant to be shared
     try:
         started = time.perf_counter()
         progress(f"[{converter.name}] converting {', '.join(request.entry_points)} at {height}x{width}, {request.precision}")
