@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 # The official model turns a click into this half-size box (in model-input pixels).
 CLICK_HALF_SIZE = 3.0
 SIZE_MULTIPLE = 32
+DEFAULT_THRESHOLDS = PanopticThresholds()
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class ImageAPI:
         image: Any,
         *,
         input_size: tuple[int, int] | None = None,
-        thresholds: PanopticThresholds = PanopticThresholds(),
+        thresholds: PanopticThresholds = DEFAULT_THRESHOLDS,
     ) -> PanopticResult:
         """Panoptic segmentation of one image: segment map at image size + one entry per segment."""
         x, box = self._prepare(image, input_size)
@@ -150,7 +151,7 @@ class ImageAPI:
         frames: Iterable[Any],
         *,
         input_size: tuple[int, int] | None = None,
-        thresholds: PanopticThresholds = PanopticThresholds(),
+        thresholds: PanopticThresholds = DEFAULT_THRESHOLDS,
     ) -> list[TrackedFrame]:
         """Panoptic segmentation of each frame with instance ids kept across frames (query matching)."""
         tracker = QueryTracker()

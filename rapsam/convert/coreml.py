@@ -33,7 +33,7 @@ import torch
 
 import rapsam
 from rapsam.convert.base import ConversionError, ConvertedFiles, TargetRequest, package_version
-from rapsam.convert.manifest import tensor_specs
+from rapsam.convert.manifest import spec_key, tensor_specs
 from rapsam.export import export_entry_point, get_entry_point
 from rapsam.models.rapsam import RapSAM
 
@@ -110,12 +110,6 @@ def _check_rank(program: torch.export.ExportedProgram, entry: str) -> None:
 # --- conversion -----------------------------------------------------------------------------------------
 
 
-def _tensor_spec(specs: Mapping[str, Mapping[str, Any]], entry: str, name: str) -> Mapping[str, Any]:
-    if name == "mask_logits":
-        return specs["prompt.mask_logits" if entry == "prompt" else "panoptic.mask_logits"]
-    return specs[name]
-
-
 def _input_type(ct: Any, name: str, spec: Mapping[str, Any], options: CoreMLOptions) -> Any:
     if options.image_input and name in IMAGE_INPUTS:
         # Vision feeds CVPixelBuffers: RGB 0..255 as is, the graph normalises (scale 1, bias 0).
@@ -138,7 +132,7 @@ def _convert_entry(ct: Any, model: RapSAM, entry: str, request: TargetRequest, o
             mlmodel = ct.convert(
                 program,
                 convert_to="mlprogram",
-                inputs=[_input_type(ct, n, _tensor_spec(specs, entry, n), options) for n in contract.inputs],
+                inputs=[_input_type(ct, n, specs[spec_key(entry, n)], options) for n in contract.inputs],
                 # float32 outputs as the contract says (fp16 compute would otherwise make them fp16)
                 outputs=[ct.TensorType(name=n, dtype=np.float32) for n in contract.outputs],
                 minimum_deployment_target=getattr(ct.target, options.deployment_target),
@@ -161,9 +155,9 @@ def _describe(mlmodel: Any, model: RapSAM, entry: str, specs: Mapping[str, Mappi
     mlmodel.short_description = f"RAP-SAM {model.config.name}: {entry} entry point"
     contract = get_entry_point(entry)
     for name in contract.inputs:
-        mlmodel.input_description[name] = _tensor_spec(specs, entry, name)["meaning"]
+        mlmodel.input_description[name] = specs[spec_key(entry, name)]["meaning"]
     for name in contract.outputs:
-        mlmodel.output_description[name] = _tensor_spec(specs, entry, name)["meaning"]
+        mlmodel.output_description[name] = specs[spec_key(entry, name)]["meaning"]
 
 
 def _save_single(mlmodels: Mapping[str, Any], folder: Path) -> dict[str, str]:
@@ -272,8 +266,8 @@ def _check_spec(ct: Any, folder: Path, entry_files: Mapping[str, str], entry_met
         description = _function_description(spec, entry_methods[entry])
         contract = get_entry_point(entry)
         found = {"inputs": [_feature(f) for f in description.input], "outputs": [_feature(f) for f in description.output]}
-        expected = {"inputs": [_expected(_tensor_spec(specs, entry, n), n, options) for n in contract.inputs],
-                    "outputs": [_expected(_tensor_spec(specs, entry, n), n, options) for n in contract.outputs]}
+        expected = {"inputs": [_expected(specs[spec_key(entry, n)], n, options) for n in contract.inputs],
+                    "outputs": [_expected(specs[spec_key(entry, n)], n, options) for n in contract.outputs]}
         if found != expected:
             got, want = next((g, w) for side in found for g, w in zip(found[side] + [None], expected[side] + [None])
                              if g != w)

@@ -58,18 +58,20 @@ def _entry_section(model: RapSAM, request: TargetRequest, files: ConvertedFiles)
     section = {}
     for entry in request.entry_points:
         contract = get_entry_point(entry)
-        mask_key = "prompt.mask_logits" if entry == "prompt" else "panoptic.mask_logits"
-
-        def spec(name: str) -> dict[str, Any]:
-            return {"name": name, **specs[mask_key if name == "mask_logits" else name]}
-
         section[entry] = {
             "file": files.entry_files[entry],
             "method": files.entry_methods.get(entry),
-            "inputs": [spec(name) for name in contract.inputs],
-            "outputs": [spec(name) for name in contract.outputs],
+            "inputs": [{"name": name, **specs[spec_key(entry, name)]} for name in contract.inputs],
+            "outputs": [{"name": name, **specs[spec_key(entry, name)]} for name in contract.outputs],
         }
     return section
+
+
+def spec_key(entry: str, name: str) -> str:
+    """`mask_logits` has N rows for panoptic/segment and K for prompt; every other name has one shape."""
+    if name != "mask_logits":
+        return name
+    return "prompt.mask_logits" if entry == "prompt" else "panoptic.mask_logits"
 
 
 def build_manifest(
