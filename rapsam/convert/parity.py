@@ -157,8 +157,10 @@ def prompt_cases(num_prompts: int, valid_size: tuple[int, int], seed: int = 0) -
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    denom = np.linalg.norm(a) * np.linalg.norm(b)
-    return 1.0 if denom == 0 else float(a @ b / denom)
+    norm_a, norm_b = np.linalg.norm(a), np.linalg.norm(b)
+    if norm_a == 0 or norm_b == 0:  # zeros match only zeros: an all-zero artifact output must fail
+        return 1.0 if norm_a == norm_b else 0.0
+    return float(a @ b / (norm_a * norm_b))
 
 
 def mask_iou(reference: np.ndarray, artifact: np.ndarray, valid: np.ndarray | None = None) -> float:

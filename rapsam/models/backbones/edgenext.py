@@ -91,7 +91,7 @@ class PositionalEncodingFourier(nn.Module):
         pos_y = self._fourier(height)[:, None, :].expand(height, width, self.hidden_dim)
         pos_x = self._fourier(width)[None, :, :].expand(height, width, self.hidden_dim)
         pos = torch.cat((pos_y, pos_x), dim=2).permute(2, 0, 1)[None]  # (1, 2D, H, W)
-        return self.token_projection(pos)  # (1, C, H, W), the same for every image of a batch
+        return self.token_projection(pos.to(self.token_projection.weight.dtype))  # (1, C, H, W), the same for every image of a batch
 
 
 class ConvEncoder(nn.Module):

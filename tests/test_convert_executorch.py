@@ -1,0 +1,209 @@
+"""ExecuTorch: lower the tiny model to one `.pte`, run its methods in `executorch.runtime`, check the numbers,
+the delegation report, the manifest method, the option and lowering errors, and the bytes.
+
+Lowering to XNNPACK is slow on 2 cores (it preprocesses every partition separately: ~15 s per entry point of
+the tiny model), so the fast tests lower `encode` + `prompt` once (and `encode` to Core ML, which is quick);
+everything else is marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rapsam.convert import convert
+from rapsam.convert.base import ConversionError, TargetRequest
+from rapsam.convert.parity import ReferenceRunner, mask_iou, parity_photos, prompt_cases
+from rapsam.export import ENTRY_POINTS
+from rapsam.inference import letterbox
+
+pytest.importorskip("executorch")
+
+from rapsam.convert.executorch import (
+    CONVERTER,
+    FILE_NAME,
+    ExecuTorchRunner,
+    compute_ops,
+    read_manifest,
+    with_constant_method,
+)
+
+SIZE = (64, 96)
+GRID_SAMPLE = "aten.grid_sampler_2d.default"
+
+
+def _request(entries: tuple[str, ...], **options: object) -> TargetRequest:
+    return TargetRequest(entry_points=entries, input_size=SIZE, num_prompts=3, precision="fp32",
+                         options={**CONVERTER.option_defaults, **options})
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """`encode` + `prompt` through `rapsam.convert.convert` (XNNPACK, fp32) once for the fast tests."""
+    [result] = convert("executorch", model="rapsam_tiny", input_size=SIZE, entry_points=["encode", "prompt"],
+                       num_prompts=3, out_dir=tmp_path_factory.mktemp("executorch"), progress=_quiet)
+    return result
+
+
+def _photo_inputs(model) -> tuple[np.ndarray, tuple[int, int]]:
+    image, box = letterbox(parity_photos()[0][1], SIZE, model.config.pixel_mean)
+    return image.numpy(), box.valid_size
+
+
+# --- fast ----------------------------------------------------------------------------------------------
+
+
+def test_folder_parity_report_and_embedded_manifest(converted) -> None:
+    assert converted.written and converted.parity.passed and converted.manifest["parity"]["gate"] == "passed"
+    assert sorted(p.name for p in converted.folder.iterdir()) == ["manifest.json", FILE_NAME, "parity.json"]
+    assert json.loads((converted.folder / "parity.json").read_text())["passed"]
+    on_disk = (converted.folder / "manifest.json").read_text()
+    assert read_manifest(converted.folder / FILE_NAME) == on_disk  # read back by the ExecuTorch runtime
+    manifest = json.loads(on_disk)
+    assert {e: (s["file"], s["method"]) for e, s in manifest["entry_points"].items()} == {
+        "encode": (FILE_NAME, "encode"), "prompt": (FILE_NAME, "prompt")}
+    assert manifest["target"]["options"] == {"backend": "xnnpack", "strict_delegation": False}
+
+
+def test_encode_and_prompt_methods_match_the_reference(converted, tiny_model) -> None:
+    runner, reference = ExecuTorchRunner(converted.folder / FILE_NAME), ReferenceRunner(tiny_model)
+    image, valid_size = _photo_inputs(tiny_model)
+    expected = reference.run("encode", {"image": image})["features"]
+    features = runner.run("encode", {"image": image})["features"]
+    assert features.shape == expected.shape and features.dtype == np.float32
+    assert np.abs(features - expected).max() <= 1e-5 * np.abs(expected).max()
+    for case, (boxes, kinds) in prompt_cases(3, valid_size).items():
+        inputs = {"features": expected, "boxes": boxes, "kinds": kinds}
+        ref, art = reference.run("prompt", inputs), runner.run("prompt", inputs)
+        assert np.abs(art["mask_logits"] - ref["mask_logits"]).max() <= 1e-4 * np.abs(ref["mask_logits"]).max(), case
+        assert mask_iou(ref["mask_logits"], art["mask_logits"], kinds[0] >= 0) == 1.0, case
+        assert np.abs(art["iou"] - ref["iou"]).max() <= 1e-5, case
+
+
+def test_delegation_report_names_what_runs_on_portable_kernels(converted) -> None:
+    info = converted.manifest["target"]
+    assert info["backend"] == "xnnpack" and info["manifest_method"] == "manifest"
+    assert info["non_delegated_ops"]["encode"][GRID_SAMPLE] == 3  # one per deformable conv of the neck
+    assert compute_ops(info["non_delegated_ops"]["encode"]) == {GRID_SAMPLE: 3}  # the rest is data movement
+    assert "aten.native_layer_norm.default" in compute_ops(info["non_delegated_ops"]["prompt"])
+    # folded weights: every linear and conv went to XNNPACK, none stayed as addmm / convolution
+    assert not any("addmm" in op or "convolution" in op for ops in info["non_delegated_ops"].values() for op in ops)
+    assert info["delegated_nodes"]["encode"] > 100 and info["delegate_calls"]["prompt"] > 1
+
+
+def test_option_errors_name_the_fix(tiny_model, tmp_path: Path) -> None:
+    cases = {
+        "mps": ({"backend": "mps"}, "not on Linux"),
+        "unknown": ({"backend": "vulkan"}, "xnnpack, portable, coreml"),
+        "not bool": ({"strict_delegation": "yes"}, "true or false"),
+        "no delegate": ({"backend": "portable", "strict_delegation": True}, "needs a delegate"),
+    }
+    for name, (options, fix) in cases.items():
+        with pytest.raises(ConversionError, match=fix) as error:
+            CONVERTER.convert(tiny_model, _request(("encode",), **options), tmp_path)
+        assert "\n" not in str(error.value), name
+    with pytest.raises(ConversionError, match="has no options"):
+        convert("executorch", model="rapsam_tiny", input_size=SIZE, options={"delegate": "xnnpack"},
+                out_dir=tmp_path, progress=_quiet)
+
+
+def test_an_op_without_kernels_fails_in_one_line(tiny_model, tmp_path: Path, monkeypatch) -> None:
+    class Bessel(torch.nn.Module):
+        def forward(self, image: torch.Tensor) -> tuple[torch.Tensor]:
+            return (torch.special.bessel_j0(image),)
+
+    def export_bessel(model, entry, **kwargs):
+        return torch.export.export(Bessel(), (torch.ones(1, 3, *SIZE),), strict=False)
+
+    monkeypatch.setattr("rapsam.convert.executorch.export_entry_point", export_bessel)
+    with pytest.raises(ConversionError, match="bessel_j0.*core ATen ops ExecuTorch has kernels for") as error:
+        CONVERTER.convert(tiny_model, _request(("encode",)), tmp_path)
+    assert "\n" not in str(error.value)
+
+
+def test_manifest_method_is_replaced_and_leaves_the_methods_alone(converted, tiny_model, tmp_path: Path) -> None:
+    pte = (converted.folder / FILE_NAME).read_bytes()
+    once = with_constant_method(pte, "manifest", '{"a": 1}\n')
+    assert with_constant_method(pte, "manifest", '{"a": 1}\n') == once  # same text, same bytes
+    (tmp_path / FILE_NAME).write_bytes(with_constant_method(once, "manifest", '{"a": "é"}\n'))
+    assert read_manifest(tmp_path / FILE_NAME) == '{"a": "é"}\n'  # replaced, not added twice, UTF-8 intact
+    image, _ = _photo_inputs(tiny_model)
+    before = ExecuTorchRunner(converted.folder / FILE_NAME).run("encode", {"image": image})["features"]
+    after = ExecuTorchRunner(tmp_path / FILE_NAME).run("encode", {"image": image})["features"]
+    np.testing.assert_array_equal(before, after)
+
+
+def test_coreml_backend_lowers_here_and_says_it_cannot_run_here(tmp_path: Path) -> None:
+    [result] = convert("executorch", model="rapsam_tiny", input_size=(64, 64), entry_points=["encode"],
+                       options={"backend": "coreml"}, out_dir=tmp_path, progress=_quiet)
+    assert result.written and not result.parity.ran and "iOS/macOS" in result.parity.reason
+    target = result.manifest["target"]
+    assert target["delegate_calls"] == {"encode": 1} and target["non_delegated_ops"] == {"encode": {}}
+    # the program loads without the Core ML runtime as long as no delegated method is loaded
+    assert read_manifest(result.folder / FILE_NAME) == (result.folder / "manifest.json").read_text()
+
+
+# --- slow ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_every_entry_point_in_one_program_passes_parity(tmp_path: Path) -> None:
+    [result] = convert("executorch", model="rapsam_tiny", input_size=(64, 64), num_prompts=3, out_dir=tmp_path,
+                       progress=_quiet)
+    assert result.written and result.parity.passed
+    assert read_manifest(result.folder / FILE_NAME) == (result.folder / "manifest.json").read_text()
+    assert {e: s["method"] for e, s in result.manifest["entry_points"].items()} == {e: e for e in ENTRY_POINTS}
+    assert result.manifest["target"]["non_delegated_ops"]["segment"][GRID_SAMPLE] == 3
+    rows = {(r.entry, r.case, r.output): r for r in result.parity.rows}
+    assert rows[("encode", "-", "features")].max_abs < 1e-5
+    for entry in ("panoptic", "segment"):
+        assert rows[(entry, "-", "mask_logits")].extra["mask_iou"] == 1.0
+        assert rows[(entry, "-", "class_logits")].extra["class_top1"] == 1.0
+    assert min(r.cosine for r in result.parity.rows) >= 0.99999
+
+
+@pytest.mark.slow
+def test_same_inputs_give_identical_bytes(converted, tiny_model, tmp_path: Path) -> None:
+    CONVERTER.convert(tiny_model, _request(("encode", "prompt")), tmp_path)
+    manifest = (converted.folder / "manifest.json").read_text()
+    again = with_constant_method((tmp_path / FILE_NAME).read_bytes(), "manifest", manifest)
+    assert again == (converted.folder / FILE_NAME).read_bytes()
+
+
+@pytest.mark.slow
+def test_fp16_computes_in_half_and_passes_the_fp16_gate(tmp_path: Path) -> None:
+    # `prompt` is left out: the tiny model's prompt path misses the fp16 mask gate in PyTorch eager fp16 too.
+    [result] = convert("executorch", model="rapsam_tiny", input_size=(64, 64), entry_points=["encode", "segment"],
+                       precision="fp16", out_dir=tmp_path, progress=_quiet)
+    assert result.written and result.parity.passed and result.manifest["precision"]["compute"] == "fp16"
+    features = next(r for r in result.parity.rows if r.output == "features")
+    assert 1e-6 < features.max_abs < 1e-2  # really computed in fp16, and close
+    assert result.manifest["target"]["delegated_nodes"]["segment"] > 300  # XNNPACK took the fp16 ops
+
+
+@pytest.mark.slow
+def test_strict_delegation_names_the_compute_ops_left_out(tiny_model, tmp_path: Path) -> None:
+    with pytest.raises(ConversionError, match=r"encode: aten\.grid_sampler_2d\.default x3\)") as error:
+        CONVERTER.convert(tiny_model, _request(("encode",), strict_delegation=True), tmp_path)
+    assert "split_with_sizes_copy" not in str(error.value) and not (tmp_path / FILE_NAME).exists()
+
+
+@pytest.mark.slow
+def test_portable_backend_runs_without_a_delegate(tiny_model, tmp_path: Path) -> None:
+    files = CONVERTER.convert(tiny_model, _request(("prompt",), backend="portable"), tmp_path)
+    assert files.info["delegate_calls"] == {"prompt": 0} and files.info["delegated_nodes"] == {"prompt": 0}
+    shape = (1, tiny_model.config.hidden_dim, SIZE[0] // 4, SIZE[1] // 4)
+    features = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    boxes, kinds = prompt_cases(3, SIZE)["mixed"]
+    inputs = {"features": features, "boxes": boxes, "kinds": kinds}
+    ref = ReferenceRunner(tiny_model).run("prompt", inputs)
+    art = ExecuTorchRunner(tmp_path / FILE_NAME).run("prompt", inputs)
+    assert np.abs(art["mask_logits"] - ref["mask_logits"]).max() <= 1e-4 * np.abs(ref["mask_logits"]).max()
