@@ -54,14 +54,9 @@ def _head_keys(channels: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", SIZES)
-def test_features_match_feature_info(name: str) -> None:
-    backbone = build_backbone(name).eval()
-    assert backbone.feature_info.channels == CHANNELS[name]
-    with torch.no_grad():
-        feats = backbone(torch.randn(1, 3, 64, 64))
-    assert len(feats) == 4
-    for feat, channels, stride in zip(feats, backbone.feature_info.channels, backbone.feature_info.strides):
-        assert tuple(feat.shape) == (1, channels, 64 // stride, 64 // stride)
+def test_declared_channels(name: str) -> None:
+    # that the outputs have these channels and strides is checked for every backbone in test_model.py
+    assert build_backbone(name).feature_info.channels == CHANNELS[name]
 
 
 @pytest.mark.parametrize("name", SIZES)

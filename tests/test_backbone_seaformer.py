@@ -82,14 +82,9 @@ def models() -> dict[str, Backbone]:
 
 
 @pytest.mark.parametrize("name", SIZES)
-def test_features_match_feature_info(models: dict[str, Backbone], name: str) -> None:
-    model = models[name]
-    assert model.feature_info.channels == CHANNELS[name]
-    with torch.no_grad():
-        outputs = model(torch.randn(1, 3, 64, 64))
-    assert len(outputs) == 4
-    for out, channels, stride in zip(outputs, model.feature_info.channels, model.feature_info.strides, strict=True):
-        assert tuple(out.shape) == (1, channels, 64 // stride, 64 // stride)
+def test_declared_channels(models: dict[str, Backbone], name: str) -> None:
+    # that the outputs have these channels and strides is checked for every backbone in test_model.py
+    assert models[name].feature_info.channels == CHANNELS[name]
 
 
 @pytest.mark.parametrize("name", SIZES)

@@ -14,7 +14,7 @@ from rapsam.cli import convert_main
 from rapsam.convert import convert
 from rapsam.convert.base import ConversionError, ConvertedFiles, MissingBackendError, get_converter
 from rapsam.convert.manifest import ManifestError, validate_manifest
-from rapsam.convert.parity import ReferenceRunner, check_parity, mask_iou, prompt_cases
+from rapsam.convert.parity import ReferenceRunner, check_parity, mask_iou, prompt_cases, worst_mask_iou
 
 
 class PerturbedRunner(ReferenceRunner):
@@ -88,7 +88,11 @@ def test_planted_bugs_are_caught(tiny_model, entry, output, scale, failing) -> N
 def test_mask_iou_and_prompt_sweep() -> None:
     ref = np.array([[[[1.0, -1.0], [1.0, -1.0]], [[-1.0, -1.0], [-1.0, -1.0]]]])
     art = np.array([[[[1.0, 1.0], [1.0, -1.0]], [[-1.0, -1.0], [-1.0, -1.0]]]])
-    assert mask_iou(ref, art) == pytest.approx(2 / 3)  # the worst mask; the empty-in-both one counts 1
+    assert mask_iou(ref, art) == pytest.approx(2 / 3)  # pooled: 2 shared pixels of 3 in either mask
+    assert worst_mask_iou(ref, art) == pytest.approx(2 / 3)  # the empty-in-both mask counts 1
+    big = np.concatenate([ref, -np.ones((1, 1, 2, 2))], axis=1)
+    big[0, 2] = 1.0  # a fully matching 4-pixel mask weighs more than the 3-pixel one with a flipped pixel
+    assert mask_iou(big, np.concatenate([art, big[:, 2:]], axis=1)) == pytest.approx(6 / 7)
     cases = prompt_cases(4, (48, 64))
     boxes, kinds = cases["padded_middle"]
     assert kinds.tolist() == [[1, -1, -1, 0]] and boxes.dtype == np.float32 and kinds.dtype == np.int32
