@@ -49,26 +49,29 @@ def model_cost(model: RapSAM, input_size: tuple[int, int]) -> list[ComponentCost
         nonlocal deformable
         deformable += output.numel() * module.weight[0].numel()
 
-    handles = [m.register_forward_hook(count_deformable) for m in model.modules() if isinstance(m, ModulatedDeformConv2d)]
     # torch's module tracker trips over parameters that want grads under no_grad.
     trainable = [p for p in model.parameters() if p.requires_grad]
     for p in trainable:
         p.requires_grad_(False)
     try:
-        backbone_out = model.backbone((image - model.pixel_mean) / model.pixel_std)
-        features = model.neck(backbone_out)
+        normalized = (image - model.pixel_mean) / model.pixel_std
+        backbone_out = model.backbone(normalized)
+        handles = [m.register_forward_hook(count_deformable) for m in model.modules()
+                   if isinstance(m, ModulatedDeformConv2d)]
+        try:
+            features = model.neck(backbone_out)  # the one pass whose deformable convs are counted
+        finally:
+            for handle in handles:
+                handle.remove()
         all_macs = {
-            "backbone": _all_macs(model.backbone, image),
+            "backbone": _all_macs(model.backbone, normalized),
             "neck": _all_macs(model.neck, backbone_out),
             "head": _all_macs(model.panoptic_head.panoptic, features),
         }
     finally:
-        for handle in handles:
-            handle.remove()
         for p in trainable:
             p.requires_grad_(True)
-    neck_deformable = deformable // 2  # the neck ran twice: once for features, once counted
-    paper = {**all_macs, "neck": all_macs["neck"] - neck_deformable}
+    paper = {**all_macs, "neck": all_macs["neck"] - deformable}
 
     params: dict[str, int] = defaultdict(int)
     for name, p in model.named_parameters():
