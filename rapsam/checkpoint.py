@@ -18,6 +18,7 @@ from rapsam.models.rapsam import RapSAM
 
 _CONFIG_KEY = "rapsam_config"
 _FORMAT_KEY = "rapsam_format"
+_PROVENANCE_KEY = "rapsam_provenance"
 FORMAT_VERSION = "1"
 
 
@@ -29,13 +30,15 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(model: RapSAM, path: str | Path) -> Path:
-    """Write weights + config atomically; returns the path."""
+def save_checkpoint(model: RapSAM, path: str | Path, *, provenance: dict[str, str] | None = None) -> Path:
+    """Write weights + config (+ where the weights came from) atomically; returns the path."""
     from safetensors.torch import save_file
 
     path = Path(path)
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     metadata = {_CONFIG_KEY: json.dumps(model.config.to_dict()), _FORMAT_KEY: FORMAT_VERSION}
+    if provenance:
+        metadata[_PROVENANCE_KEY] = json.dumps(provenance)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
     return path
@@ -61,15 +64,34 @@ def read_checkpoint(path: str | Path) -> tuple[RapSAMConfig | None, dict[str, to
     return config, tensors
 
 
-def build_model(name: str | None = None, weights: str | Path | None = None, *, seed: int = 0) -> RapSAM:
+def build_model(
+    name: str | None = None,
+    weights: str | Path | None = None,
+    *,
+    seed: int = 0,
+    classifier: str | Path | None = None,
+    dataset: str | None = None,
+) -> RapSAM:
     """The door to every model: a registered variant, our checkpoint, or both (then they must agree).
 
     Without weights the parameters are a random init seeded by `seed` (the caller's RNG is untouched).
+    The authors' released `.pth` is imported on the fly with its `classifier` file (see rapsam.official).
     The model comes back in eval mode.
     """
     if name is None and weights is None:
         raise ValueError("give a model name, a weights file, or both")
     stored_config, state = read_checkpoint(weights) if weights is not None else (None, None)
+    if stored_config is None and state is not None:
+        from rapsam.official import import_official, is_official_state
+
+        if is_official_state(state):
+            model, _ = import_official(weights, classifier, dataset=dataset)
+            if name is not None and name != model.config.name:
+                raise CheckpointError(f"{weights} is the official {model.config.name!r}, not {name!r}")
+            return model
+    if classifier is not None or dataset is not None:
+        raise CheckpointError("--classifier and --dataset go with the official .pth checkpoint; "
+                              "our .safetensors checkpoints carry their classes")
     config = get_config(name) if name is not None else stored_config
     if config is None:
         raise CheckpointError(f"{weights} holds no rapsam config; name the model it was trained as")
@@ -102,7 +124,11 @@ def read_class_embeddings(path: str | Path) -> torch.Tensor:
     return tensor.float()
 
 
-def weights_id(weights: str | Path | None, seed: int = 0) -> str:
-    """What the manifest calls the weights: the file's sha256, or the seed of a random init."""
-    return f"sha256:{file_sha256(weights)}" if weights is not None else f"random-init:seed={seed}"
+def weights_id(weights: str | Path | None, seed: int = 0, classifier: str | Path | None = None) -> str:
+    """What the manifest calls the weights: the file's sha256 (and the classifier's, for an official
+    checkpoint imported on the fly), or the seed of a random init."""
+    if weights is None:
+        return f"random-init:seed={seed}"
+    suffix = f"+classifier:sha256:{file_sha256(classifier)}" if classifier is not None else ""
+    return f"sha256:{file_sha256(weights)}{suffix}"
 

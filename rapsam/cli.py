@@ -88,7 +88,10 @@ def convert_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", choices=[*TARGET_MODULES, "all"], help="the artifact format")
     parser.add_argument("--check", metavar="FOLDER", help="re-run the parity check on a converted folder")
     parser.add_argument("--model", help=f"registered variant (default {DEFAULT_MODEL}, or the one in --weights)")
-    parser.add_argument("--weights", help="our .safetensors checkpoint (default: seeded random init, said in the manifest)")
+    parser.add_argument("--weights", help="our .safetensors checkpoint, or the official rapsam_r50_12e.pth with "
+                        "--classifier (default: seeded random init, said in the manifest)")
+    parser.add_argument("--classifier", help="official .pth weights: the class text-embedding file (see rapsam-import)")
+    parser.add_argument("--dataset", help="official .pth weights: coco or coco+ytvis (default: from the classifier)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random init without --weights")
     parser.add_argument("--input-size", type=_size, default=DEFAULT_INPUT_SIZE, help="HxW, multiples of 32 (default 512x512)")
     parser.add_argument("--entry-points", default=",".join(ENTRY_POINTS), help="comma list (default all four)")
@@ -105,10 +108,12 @@ def convert_main(argv: list[str] | None = None) -> int:
         parser.error("give exactly one of --target or --check")
     try:
         if args.check:
-            return 0 if check_artifact(args.check, weights=args.weights).passed else 1
+            report = check_artifact(args.check, weights=args.weights, classifier=args.classifier, dataset=args.dataset)
+            return 0 if report.passed else 1
         options = {k: getattr(args, k) for k in [*_TARGET_FLAGS, "simplify"] if getattr(args, k) is not None}
         results = convert(
-            args.target, model=args.model, weights=args.weights, seed=args.seed, input_size=args.input_size,
+            args.target, model=args.model, weights=args.weights, classifier=args.classifier, dataset=args.dataset,
+            seed=args.seed, input_size=args.input_size,
             entry_points=[e.strip() for e in args.entry_points.split(",") if e.strip()],
             num_prompts=args.num_prompts, precision=args.precision, out_dir=args.out,
             parity=not args.no_parity, parity_gate=not args.no_parity_gate, options=options,
@@ -119,3 +124,46 @@ def convert_main(argv: list[str] | None = None) -> int:
         state = "written" if result.written else "NOT written (parity gate failed)"
         print(f"{result.target}: {result.folder} {state}")
     return 0 if all(r.written for r in results) else 1
+
+
+def import_main(argv: list[str] | None = None) -> int:
+    from rapsam.checkpoint import save_checkpoint
+    from rapsam.models.backbones.pretrained import CheckpointError
+    from rapsam.official import CLASSIFIER_FILES, DATASETS, import_official
+
+    parser = argparse.ArgumentParser(
+        prog="rapsam-import",
+        description="Convert the authors' released RAP-SAM (rapsam_r50_12e.pth + classifier file) to our checkpoint.",
+    )
+    parser.add_argument("checkpoint", help="the official rapsam_r50_12e.pth")
+    parser.add_argument("--classifier", required=True,
+                        help=f"class text embeddings: {CLASSIFIER_FILES['coco+ytvis']} (the 155 training classes) "
+                        f"or {CLASSIFIER_FILES['coco']} (COCO panoptic's 133)")
+    parser.add_argument("--dataset", choices=list(DATASETS), help="vocabulary (default: from the classifier's class count)")
+    parser.add_argument("-o", "--output", help="our .safetensors checkpoint (default: rapsam_r50_official_<dataset>.safetensors)")
+    parser.add_argument("--no-strict", dest="strict", action="store_false",
+                        help="report, instead of refusing, official tensors without a place in our model and ours left unfilled")
+    args = parser.parse_args(argv)
+    try:
+        model, report = import_official(
+            args.checkpoint, args.classifier, dataset=args.dataset, strict=args.strict,
+            progress=lambda m: print(m, file=sys.stderr, flush=True),
+        )
+        output = args.output or f"rapsam_r50_official_{report.dataset.replace('+', '_')}.safetensors"
+        if not output.endswith(".safetensors"):
+            return _fail(f"--output {output} must end in .safetensors (our checkpoint format)")
+        save_checkpoint(model, output, provenance=report.provenance())
+    except (CheckpointError, ValueError) as exc:
+        return _fail(str(exc))
+    taxonomy = model.config.taxonomy
+    classes, prototypes, dim = report.classifier_shape
+    pre = report.preprocessor
+    print(f"imported {report.num_tensors} tensors into {model.config.name}; none dropped")
+    print(f"classes: {taxonomy.name}, {sum(taxonomy.is_thing)} things + {classes - sum(taxonomy.is_thing)} stuff; "
+          f"classifier {classes}x{prototypes}x{dim} (sha256 {report.classifier_sha256[:12]}), "
+          f"temperature {model.config.temperature}")
+    print(f"preprocessing ({report.preprocessor_source}): mean {list(pre['mean'])} std {list(pre['std'])}, "
+          f"bgr_to_rgb={pre['bgr_to_rgb']}: the network sees {'RGB' if pre['bgr_to_rgb'] else 'BGR'}; artifacts take RGB")
+    print(f"wrote {output}")
+    print(f"next: rapsam-convert --weights {output} --target coreml")
+    return 0

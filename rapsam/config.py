@@ -33,7 +33,18 @@ class RapSAMConfig:
     taxonomy: Taxonomy = COCO_PANOPTIC
     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
     pixel_std: tuple[float, float, float] = IMAGENET_STD
+    # Channel order the network was trained on, which pixel_mean/std follow. Artifacts always take RGB;
+    # "BGR" flips inside the graph. The official preprocessor (`bgr_to_rgb=True`) hands the network RGB.
+    channel_order: Literal["RGB", "BGR"] = "RGB"
+    # The prompt-type embedding a click uses. The official training and evaluation label every prompt,
+    # click or box, as a box (`pb_labels` all ones), so its "point" row is never trained.
+    click_embedding: Literal["point", "box"] = "box"
     default_size: tuple[int, int] = field(default=(512, 512))
+
+    @property
+    def pad_value(self) -> tuple[float, float, float]:
+        """The RGB pixel that normalizes to zero: what letterboxing pads with, as the official padding does."""
+        return self.pixel_mean[::-1] if self.channel_order == "BGR" else self.pixel_mean
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -42,15 +53,11 @@ class RapSAMConfig:
     def from_dict(cls, data: dict[str, Any]) -> RapSAMConfig:
         data = dict(data)
         taxonomy = data.pop("taxonomy")
-        tuples = {k: tuple(v) for k, v in data.items() if isinstance(v, list)}
-        return cls(
-            **{**data, **tuples},
-            taxonomy=Taxonomy(
-                name=taxonomy["name"],
-                class_names=tuple(taxonomy["class_names"]),
-                is_thing=tuple(taxonomy["is_thing"]),
-            ),
-        )
+        return cls(**_lists_as_tuples(data), taxonomy=Taxonomy(**_lists_as_tuples(taxonomy)))
+
+
+def _lists_as_tuples(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
 
 
 VARIANTS: dict[str, RapSAMConfig] = {}

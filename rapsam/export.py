@@ -5,6 +5,7 @@
                                                           queries [1,N,d]
   prompt(features, boxes [1,K,4] float32, kinds [1,K] int32)
                                                        -> mask_logits [1,K,H/4,W/4], iou [1,K]
+      (boxes x0,y0,x1,y1 on the image stretched to the input size: see rapsam.inference.prompts_to_boxes)
   segment(image)                                       -> panoptic's outputs, in one call
 """
 

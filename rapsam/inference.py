@@ -29,7 +29,7 @@ from rapsam.postprocess import (
 if TYPE_CHECKING:
     from rapsam.models.rapsam import RapSAM
 
-# The official model turns a click into this half-size box (in model-input pixels).
+# The official model turns a click into a box of this half-size, in pixels of the resized image.
 CLICK_HALF_SIZE = 3.0
 SIZE_MULTIPLE = 32
 DEFAULT_THRESHOLDS = PanopticThresholds()
@@ -42,10 +42,6 @@ class Letterbox:
     image_size: tuple[int, int]
     valid_size: tuple[int, int]
     input_size: tuple[int, int]
-
-    @property
-    def scale(self) -> float:
-        return self.valid_size[0] / self.image_size[0]
 
 
 def check_input_size(size: tuple[int, int]) -> tuple[int, int]:
@@ -85,7 +81,10 @@ def letterbox(image: np.ndarray, input_size: tuple[int, int], pad_value: Sequenc
 def prompts_to_boxes(
     points: Sequence[Sequence[float]], boxes: Sequence[Sequence[float]], box: Letterbox
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Clicks (x, y) and boxes (x0, y0, x1, y1) in image pixels -> model-input boxes (1, K, 4), kinds (1, K)."""
+    """Clicks (x, y) and boxes (x0, y0, x1, y1) in image pixels -> prompt boxes (1, K, 4), kinds (1, K).
+
+    Prompt boxes are in the export contract's frame: the image stretched to the model input size.
+    """
     height, width = box.image_size
     rows: list[list[float]] = []
     for x, y in (tuple(p) for p in points):
@@ -98,9 +97,13 @@ def prompts_to_boxes(
         rows.append([x0, y0, x1, y1])
     if not rows:
         raise ValueError("give at least one point or box")
-    scaled = torch.tensor(rows, dtype=torch.float32) * box.scale
-    click = torch.tensor([-CLICK_HALF_SIZE, -CLICK_HALF_SIZE, CLICK_HALF_SIZE, CLICK_HALF_SIZE])
-    scaled[: len(points)] += click
+    # The official head normalizes prompts by the unpadded image extent, the graph by the model input:
+    # stretching the prompt (not the image) to the input makes the two agree on a letterboxed image.
+    stretch = torch.tensor([box.input_size[1] / width, box.input_size[0] / height]).repeat(2)
+    scaled = torch.tensor(rows, dtype=torch.float32) * stretch
+    # A click is a box of +-3 pixels of the resized image, stretched likewise.
+    half = CLICK_HALF_SIZE * torch.tensor([box.input_size[1] / box.valid_size[1], box.input_size[0] / box.valid_size[0]])
+    scaled[: len(points)] += torch.cat([-half, half])
     kinds = torch.tensor([POINT] * len(points) + [BOX] * len(boxes))
     return scaled[None], kinds[None]
 
@@ -112,7 +115,7 @@ class ImageAPI:
 
     def _prepare(self: RapSAM, image: Any, input_size: tuple[int, int] | None) -> tuple[torch.Tensor, Letterbox]:
         size = check_input_size(input_size or self.config.default_size)
-        return letterbox(as_rgb_array(image), size, self.config.pixel_mean)
+        return letterbox(as_rgb_array(image), size, self.config.pad_value)
 
     @torch.inference_mode()
     def segment(

@@ -53,17 +53,24 @@ def test_corrupt_and_missing_files_give_clear_errors(tmp_path: Path) -> None:
 
 def test_pth_state_dict_loads_without_running_code(tmp_path: Path) -> None:
     model = rapsam.build_model("rapsam_tiny", seed=5)
-    torch.save({"state_dict": model.state_dict()}, tmp_path / "tiny.pth")
-    loaded = rapsam.build_model("rapsam_tiny", weights=tmp_path / "tiny.pth")
-    assert torch.equal(loaded.panoptic_head.kernels.weight, model.panoptic_head.kernels.weight)
+    marker = tmp_path / "pickled-code-ran"
 
     class Payload:
         def __reduce__(self):
-            return (print, ("pickled code ran",))
+            return (Path.write_text, (marker, "ran"))
+
+    torch.save({"state_dict": model.state_dict(), "hook": Payload()}, tmp_path / "tiny.pth")
+    loaded = rapsam.build_model("rapsam_tiny", weights=tmp_path / "tiny.pth")
+    assert torch.equal(loaded.panoptic_head.kernels.weight, model.panoptic_head.kernels.weight)
+    assert not marker.exists()
 
     torch.save({"state_dict": Payload()}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="holds no tensors"):
         rapsam.build_model("rapsam_tiny", weights=tmp_path / "evil.pth")
+    assert not marker.exists()
+    (tmp_path / "corrupt.pth").write_bytes(b"\x80\x02 not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        rapsam.build_model("rapsam_tiny", weights=tmp_path / "corrupt.pth")
 
 
 def test_missing_and_misshaped_keys_are_listed(tmp_path: Path) -> None:

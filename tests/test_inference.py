@@ -10,7 +10,7 @@ import torch
 
 from rapsam.config import get_config
 from rapsam.inference import letterbox, prompts_to_boxes
-from rapsam.models.head import BOX, POINT
+from rapsam.models.head import BOX, POINT, normalize_boxes
 from rapsam.models.rapsam import RapSAM
 from rapsam.postprocess import PanopticThresholds
 from rapsam.taxonomy import Taxonomy
@@ -41,6 +41,20 @@ def test_prompts_become_model_input_boxes() -> None:
     assert boxes[0, 0].tolist() == pytest.approx([10 * scale - 3, 20 * scale - 3, 10 * scale + 3, 20 * scale + 3])
     assert boxes[0, 1].tolist() == pytest.approx([0, 0, 50 * scale, 25 * scale])
     assert kinds.tolist() == [[POINT, BOX]]
+
+
+def test_letterboxed_prompts_are_normalized_by_the_image_as_the_official_head_does() -> None:
+    """The official head divides prompts by the unpadded image (`img_shape`); a click is +-3 pixels there."""
+    _, box = letterbox(np.zeros((300, 400, 3), np.uint8), (128, 128), pad_value=(0, 0, 0))
+    assert box.valid_size == (96, 128)  # 32 rows of padding below the image
+    boxes, _ = prompts_to_boxes([(200, 150)], [(40, 30, 120, 270)], box)
+    ours = normalize_boxes(boxes, height=128, width=128)
+    resized = 96 / 300  # image -> model input
+    official = torch.tensor([
+        [200 * resized - 3, 150 * resized - 3, 200 * resized + 3, 150 * resized + 3],
+        [40 * resized, 30 * resized, 120 * resized, 270 * resized],
+    ]) / torch.tensor([128, 96, 128, 96])  # img_shape (h, w) = (96, 128)
+    torch.testing.assert_close(ours[0], normalize_boxes(official * 100, height=100, width=100))
 
 
 @pytest.mark.parametrize(

@@ -87,6 +87,8 @@ def convert(
     *,
     model: str | None = None,
     weights: str | Path | None = None,
+    classifier: str | Path | None = None,
+    dataset: str | None = None,
     seed: int = 0,
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
     entry_points: Sequence[str] = tuple(ENTRY_POINTS),
@@ -98,7 +100,10 @@ def convert(
     options: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] = _log,
 ) -> list[ConversionResult]:
-    """Convert one target (or "all") and return what was written. Raises ConversionError on bad input."""
+    """Convert one target (or "all") and return what was written. Raises ConversionError on bad input.
+
+    `weights` is our checkpoint, or the authors' released `.pth` with its `classifier` file (and
+    optionally `dataset`), imported on the fly as `rapsam-import` would."""
     targets = _resolve_targets(target)
     converters = {t: get_converter(t) for t in targets}  # fails fast, before any work, on missing packages
     input_size = check_input_size(tuple(input_size))
@@ -115,8 +120,9 @@ def convert(
             raise ConversionError(f"target {t} has no options {sorted(unknown_options)}; "
                                   f"it takes {sorted(converter.option_defaults) or 'none'}")
 
-    net = build_model(model or (None if weights else DEFAULT_MODEL), weights, seed=seed)
-    weights_name = weights_id(weights, seed)
+    net = build_model(model or (None if weights else DEFAULT_MODEL), weights, seed=seed, classifier=classifier,
+                      dataset=dataset)
+    weights_name = weights_id(weights, seed, classifier)
     if weights is None:
         progress(f"note: no --weights given: {net.config.name} is a random init (seed {seed}); the manifest says so")
     results = []
@@ -188,7 +194,12 @@ def _replace_folder(staging: Path, final: Path) -> None:
 
 
 def check_artifact(
-    folder: str | Path, *, weights: str | Path | None = None, progress: Callable[[str], None] = _log
+    folder: str | Path,
+    *,
+    weights: str | Path | None = None,
+    classifier: str | Path | None = None,
+    dataset: str | None = None,
+    progress: Callable[[str], None] = _log,
 ) -> ParityReport:
     """Re-run the parity checker on a converted folder (`rapsam-convert --check FOLDER`)."""
     folder = Path(folder)
@@ -201,10 +212,10 @@ def check_artifact(
     if weights is None and not manifest["model"]["random_init"]:
         raise ConversionError(f"{folder} was converted from weights {stored}: pass the same file with --weights")
     seed = int(stored.split("seed=")[1]) if manifest["model"]["random_init"] else 0
-    if weights is not None and weights_id(weights) != stored:
+    if weights is not None and weights_id(weights, classifier=classifier) != stored:
         raise ConversionError(f"--weights {weights} is not the file {folder} was converted from ({stored})")
     converter = get_converter(manifest["target"]["name"])
-    net = build_model(manifest["model"]["name"], weights, seed=seed)
+    net = build_model(manifest["model"]["name"], weights, seed=seed, classifier=classifier, dataset=dataset)
     entries = manifest["entry_points"]
     files = ConvertedFiles(
         entry_files={e: s["file"] for e, s in entries.items()},

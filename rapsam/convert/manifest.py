@@ -23,7 +23,7 @@ SCHEMA_VERSION = 1
 _MEANINGS = {
     "image": "RGB image, 0..255, letterboxed to the input size (pad bottom/right with the pixel mean)",
     "features": "stride-4 feature map F from `encode`",
-    "boxes": "prompt boxes x0,y0,x1,y1 in model-input pixels; a click at (x,y) is [x-3,y-3,x+3,y+3]",
+    "boxes": "prompt boxes x0,y0,x1,y1 on the image stretched to the input size; a click is a small box (see prompts)",
     "kinds": "prompt kind per slot: 0 click, 1 box, -1 padding",
     "mask_logits": "mask logits at stride 4 (threshold at 0); upsample x4 to the input, crop, resize",
     "class_logits": "class logits per query; the last column is no-object; softmax then argmax",
@@ -104,12 +104,15 @@ def build_manifest(
             "input_range": [0, 255],
             "mean": list(config.pixel_mean),
             "std": list(config.pixel_std),
-            "pad_value": list(config.pixel_mean),
+            "network_channel_order": config.channel_order,
+            "pad_value": list(config.pad_value),
             "resize": "keep aspect ratio, bilinear, pad bottom/right",
         },
         "entry_points": _entry_section(model, request, files),
         "classes": [
             {"id": i, "name": name, "is_thing": thing, "color": palette[i].tolist()}
+            # open-vocabulary classes: the synonyms their text embeddings were made from
+            | ({"synonyms": config.taxonomy.texts[i].split(",")} if config.taxonomy.texts else {})
             for i, (name, thing) in enumerate(zip(config.taxonomy.class_names, config.taxonomy.is_thing))
         ],
         "taxonomy": config.taxonomy.name,
@@ -117,8 +120,11 @@ def build_manifest(
         "prompts": {
             "max_prompts": request.num_prompts,
             "kinds": {"click": POINT, "box": BOX, "padding": PADDING},
+            "coordinates": "x0,y0,x1,y1 of the image stretched to the input size: x*W/w, y*H/h "
+            "(w,h the image's size, W,H the input's), as the official model normalizes by the unpadded image",
             "click_half_size": CLICK_HALF_SIZE,
-            "coordinates": "model-input pixels, x0,y0,x1,y1",
+            "click": "(x,y) -> (x,y,x,y) -+ click_half_size pixels of the resized (letterboxed) image, "
+            "stretched likewise: -+3*W/w_resized, -+3*H/h_resized",
         },
         "thresholds": {
             "object_mask": thresholds.object_mask_threshold,

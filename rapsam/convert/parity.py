@@ -126,10 +126,10 @@ def parity_photos() -> list[tuple[str, np.ndarray]]:
     return [("astronaut", data.astronaut()), ("chelsea", data.chelsea()), ("coffee", data.coffee())]
 
 
-def prompt_cases(num_prompts: int, valid_size: tuple[int, int], seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The prompt sweep: boxes (1, K, 4) float32 and kinds (1, K) int32 per case, inside the valid region."""
+def prompt_cases(num_prompts: int, input_size: tuple[int, int], seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The prompt sweep: boxes (1, K, 4) float32 and kinds (1, K) int32 per case, in the input frame."""
     rng = np.random.default_rng(seed)
-    height, width = valid_size
+    height, width = input_size
     k = num_prompts
 
     def click() -> list[float]:
@@ -258,7 +258,7 @@ def check_parity(
     photos = parity_photos()
     for photo_name, photo in photos:
         progress(f"parity: {photo_name}")
-        image, box = letterbox(photo, input_size, model.config.pixel_mean)
+        image, _ = letterbox(photo, input_size, model.config.pad_value)
         image_np = image.numpy()
         # Each entry point gets the same inputs on both sides, so a drift is pinned to the entry that
         # makes it; `segment` checks the chained image -> masks path end to end.
@@ -271,7 +271,7 @@ def check_parity(
             inputs = {"features": features}
             compare("panoptic", "-", reference.run("panoptic", inputs), runner.run("panoptic", inputs))
         if "prompt" in entry_points:
-            for case, (boxes, kinds) in prompt_cases(num_prompts, box.valid_size).items():
+            for case, (boxes, kinds) in prompt_cases(num_prompts, input_size).items():
                 inputs = {"features": features, "boxes": boxes, "kinds": kinds}
                 compare("prompt", case, reference.run("prompt", inputs), runner.run("prompt", inputs), kinds[0] >= 0)
 

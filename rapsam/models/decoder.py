@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# The official open-vocabulary head scales cosines by exp(4.6052) = 100 (CLIP's logit scale).
-OPEN_VOCAB_LOGIT_SCALE = 4.6052
+# The official open-vocabulary head scales cosines by exp(4.6052) ~ 100 (CLIP's logit scale), taken in
+# float32 as its buffer is: 100.00296..., not float64's 100.00298...
+OPEN_VOCAB_LOGIT_SCALE = float(torch.tensor(4.6052, dtype=torch.float32).exp())
 # A finite "minus infinity": exact zero after softmax in fp32 and no overflow in fp16.
 MASKED_LOGIT = -1.0e4
 
@@ -114,7 +115,7 @@ def open_vocab_logits(embedding: torch.Tensor, class_embed: torch.Tensor) -> tor
     """Cosine between each query embedding (B, Q, E) and the text prototypes (E, C+1, P), best prototype
     per class, times CLIP's logit scale. The no-object column is a zero vector, so its logit is 0."""
     cosine = torch.einsum("bqe,ecp->bqcp", F.normalize(embedding, dim=-1), class_embed)
-    return math.exp(OPEN_VOCAB_LOGIT_SCALE) * cosine.amax(dim=-1)  # (B, Q, C+1)
+    return OPEN_VOCAB_LOGIT_SCALE * cosine.amax(dim=-1)  # (B, Q, C+1)
 
 
 def hard_mask_pool(mask_logits: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

@@ -71,9 +71,11 @@ class RapSAMHead(nn.Module):
         ffn_channels: int,
         temperature: float,
         class_embed: torch.Tensor | None,
+        clicks_as_boxes: bool = True,
     ) -> None:
         super().__init__()
         self.temperature = temperature
+        self.clicks_as_boxes = clicks_as_boxes
         self.mask_tokens = nn.Embedding(1, channels)
         self.pb_embedding = nn.Embedding(2, channels)
         self.pos_linear = nn.Linear(2 * channels, channels)
@@ -139,7 +141,8 @@ class RapSAMHead(nn.Module):
         """boxes (B, K, 4) pixel xyxy, kinds (B, K) in {0 point, 1 box, -1 padding} -> queries (B, K, C)."""
         # Arithmetic instead of an embedding lookup: any integer dtype works and padding (-1) needs no clamp.
         point_embed, box_embed = self.pb_embedding.weight.unbind(0)
-        is_box = (kinds == BOX).unsqueeze(-1).to(point_embed.dtype)  # (B, K, 1)
+        uses_box_row = (kinds >= POINT) if self.clicks_as_boxes else (kinds == BOX)
+        is_box = uses_box_row.unsqueeze(-1).to(point_embed.dtype)  # (B, K, 1)
         label = point_embed + is_box * (box_embed - point_embed) + self.mask_tokens.weight
         encoding = box_sine_encoding(normalize_boxes(boxes, height=height, width=width), label.shape[-1] // 2)
         return label + self.pos_linear(encoding)

@@ -51,12 +51,15 @@ class RapSAM(ImageAPI, nn.Module):
             ffn_channels=config.ffn_channels,
             temperature=config.temperature,
             class_embed=random_class_embed(config) if config.classifier == "open_vocab" else None,
+            clicks_as_boxes=config.click_embedding == "box",
         )
         self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(config.pixel_std).view(1, 3, 1, 1), persistent=False)
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """image (B, 3, H, W) RGB 0..255 -> features F (B, d, H/4, W/4)."""
+        if self.config.channel_order == "BGR":
+            image = image.flip(1)
         x = (image - self.pixel_mean) / self.pixel_std
         return self.neck(self.backbone(x))
 
