@@ -167,3 +167,100 @@ def import_main(argv: list[str] | None = None) -> int:
     print(f"wrote {output}")
     print(f"next: rapsam-convert --weights {output} --target coreml")
     return 0
+
+
+def bench_main(argv: list[str] | None = None) -> int:
+    from rapsam.bench import android, ios, report
+    from rapsam.bench.desktop import (
+        RUNTIMES,
+        TORCH_RUNTIMES,
+        MeasureSpec,
+        format_table,
+        paper_table,
+        profile_table,
+        run_desktop,
+        run_paper,
+    )
+    from rapsam.bench.schema import ResultsError, write_results
+    from rapsam.bench.timing import BenchError, resolve_device
+    from rapsam.convert import DEFAULT_MODEL
+    from rapsam.fileio import atomic_path
+
+    parser = argparse.ArgumentParser(
+        prog="rapsam-bench",
+        description="Latency of RAP-SAM per runtime, entry point and input size: this machine (default), "
+        "a phone (android, ios), or a merged report of results files (report).",
+    )
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"registered variant (default {DEFAULT_MODEL})")
+    parser.add_argument("--weights", help="our .safetensors checkpoint (default: seeded random init; speed is the same)")
+    parser.add_argument("--input-size", type=_size, action="append", help="HxW, repeatable (default 512x512)")
+    parser.add_argument("--entry-points", default="encode,panoptic,prompt,segment", help="comma list (default all four)")
+    parser.add_argument("--runtimes", help=f"comma list of {', '.join(RUNTIMES)} (default: eager, onnxruntime, "
+                        "executorch, litert on the CPU; eager and torch-compile on CUDA)")
+    parser.add_argument("--precisions", default=None, help="comma list of fp32, fp16, bf16 (default fp32; "
+                        "fp32,fp16,bf16 with --paper on CUDA)")
+    parser.add_argument("--compile-precisions", help="precisions torch-compile runs (default: all of --precisions)")
+    parser.add_argument("--compile-mode", help="torch.compile mode (default: reduce-overhead on CUDA, i.e. CUDA graphs)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if present")
+    parser.add_argument("--threads", type=int, help="CPU threads of every runtime (default: each runtime's own)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed calls before timing (default 5)")
+    parser.add_argument("--runs", type=int, default=30, help="timed calls (default 30)")
+    parser.add_argument("--num-prompts", type=int, default=4, help="prompt slots of the prompt entry point (default 4)")
+    parser.add_argument("--artifacts", default="bench-artifacts", help="where converted artifacts are kept and reused")
+    parser.add_argument("--no-isolate", dest="isolate", action="store_false", default=None,
+                        help="measure in this process (default on CUDA; the CPU default is one process each)")
+    parser.add_argument("--paper", action="store_true",
+                        help="the paper's setting: segment at 1333x800 batch 1 for each table-3 variant")
+    parser.add_argument("--out", help="results JSON (default results/bench-<device>[-paper].json)")
+    parser.add_argument("--plot", help="also write a PNG chart of the results")
+    parser.add_argument("--profile", help="also write torch.profiler tables of each PyTorch measurement to this file")
+    commands = parser.add_subparsers(dest="command", metavar="{android,ios,coreml-report,report}")
+    for module in (android, ios, report):
+        module.register(commands)
+    args = parser.parse_args(argv)
+    if args.command is not None:
+        return args.func(args)
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    try:
+        device = resolve_device(args.device)
+        precisions = args.precisions or ("fp32,fp16,bf16" if args.paper and device == "cuda" else "fp32")
+        options = {
+            "runtimes": args.runtimes.split(",") if args.runtimes else None,
+            "precisions": precisions.split(","),
+            "compile_precisions": args.compile_precisions.split(",") if args.compile_precisions else None,
+            "compile_mode": args.compile_mode or ("reduce-overhead" if device == "cuda" else None),
+            "threads": args.threads, "warmup": args.warmup, "runs": args.runs, "num_prompts": args.num_prompts,
+            "artifacts": args.artifacts, "isolate": args.isolate,
+        }
+        out = args.out or f"results/bench-{device}{'-paper' if args.paper else ''}.json"
+        if args.paper:
+            results = run_paper(device=device, extra_sizes=args.input_size or (), progress=progress,
+                                save=lambda partial: write_results(partial, out), **options)
+        else:
+            results = run_desktop(
+                model=args.model, weights=args.weights, input_sizes=args.input_size or [(512, 512)],
+                entry_points=[e.strip() for e in args.entry_points.split(",") if e.strip()], device=device,
+                progress=progress, **options,
+            )
+        write_results(results, out)
+        print(format_table(results))
+        if args.paper:
+            print(paper_table(results))
+        print(f"wrote {out}")
+        if args.plot:
+            print(f"wrote {report.plot_report([results], args.plot)}")
+        if args.profile:
+            tables = [profile_table(MeasureSpec(
+                runtime=m.runtime, device=m.device, model=m.model, entry_point=m.entry_point,
+                input_size=tuple(m.input_size), precision=m.precision, weights=args.weights, threads=args.threads,
+                num_prompts=args.num_prompts, compile_mode=options["compile_mode"],
+            )) for m in results.measurements if m.status == "ok" and m.runtime in TORCH_RUNTIMES]
+            with atomic_path(args.profile) as tmp:
+                tmp.write_text("\n\n".join(tables) + "\n")
+            print(f"wrote {args.profile}")
+    except (BenchError, ResultsError, KeyError, ValueError) as exc:
+        return _fail(str(exc).strip("'\""))
+    return 0

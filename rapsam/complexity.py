@@ -83,19 +83,24 @@ def model_cost(model: RapSAM, input_size: tuple[int, int]) -> list[ComponentCost
 
 @dataclass(frozen=True)
 class PaperRow:
-    """One row of the paper's table 3: params (M) and GFLOPs as printed, at 1333x800."""
+    """One row of the paper's table 3: params (M), GFLOPs as printed at 1333x800, and FPS on one A100 where
+    the paper gives it."""
 
     variant: str
     params_m: float
     gmacs: float
+    a100_fps: float | None = None
 
 
 PAPER_ROWS = (
-    PaperRow("rapsam_r18", 22.8, 60.5),
+    PaperRow("rapsam_r18", 22.8, 60.5, a100_fps=40.0),
     PaperRow("rapsam_r50", 47.2, 123.0),
-    PaperRow("rapsam_edgenext_s", 14.3, 44.0),
+    PaperRow("rapsam_edgenext_s", 14.3, 44.0, a100_fps=31.5),
     PaperRow("rapsam_topformer_b", 15.0, 40.1),
 )
+
+
+PAPER_INPUT_SIZE = (800, 1333)  # (H, W) of the paper's speed and GFLOPs figures, batch 1
 
 
 def padded_size(height: int, width: int, multiple: int = 32) -> tuple[int, int]:

@@ -33,7 +33,7 @@ class Measurement:
     no numbers. Latencies are milliseconds per call of the entry point at `batch`.
     """
 
-    runtime: str  # torch-eager, torch-compile, onnxruntime, executorch, litert, coreml, tflite-benchmark, ...
+    runtime: str  # torch-eager, torch-compile, onnxruntime, executorch, litert, coreml (the same names on phones)
     device: str  # cpu, cuda, android:<model>, ios:<model>
     model: str
     entry_point: str

@@ -320,18 +320,26 @@ def read_manifest(path: Path) -> str | None:
 class ExecuTorchRunner:
     """Runs methods of a `.pte` in the ExecuTorch runtime of the installed pip package (XNNPACK + portable)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
         from executorch.runtime import Runtime
 
+        if threads:
+            # One process-wide XNNPACK thread pool: resizing it is safe while no method runs.
+            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+            _unsafe_reset_threadpool(threads)
         self.runtime = f"executorch {package_version('executorch')} runtime (XNNPACK + portable kernels, CPU)"
         # Loaded from bytes, not the path: the runtime may map the file, which embed_manifest replaces.
         self.program = Runtime.get().load_program(path.read_bytes())
+        self.methods: dict[str, Any] = {}  # loading a method sets up its delegates: once per entry point
 
     def run(self, entry: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
         contract = get_entry_point(entry)
-        method = self.program.load_method(entry)
+        if entry not in self.methods:
+            self.methods[entry] = self.program.load_method(entry)
+        method = self.methods[entry]
         outputs = method.execute([torch.from_numpy(np.ascontiguousarray(inputs[name])) for name in contract.inputs])
         return {name: value.numpy() for name, value in zip(contract.outputs, outputs)}
 

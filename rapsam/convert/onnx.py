@@ -6,7 +6,7 @@ The IR version is written down to what onnxruntime-web accepts, so the same file
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
@@ -97,14 +97,26 @@ def _check_names(proto, entry: str) -> None:
 
 
 class OnnxRunner:
-    def __init__(self, folder: Path, files: ConvertedFiles) -> None:
+    """`threads` sets ONNX Runtime's intra-op threads (default: its own choice); `providers` its execution
+    providers in order of preference (default CPU)."""
+
+    def __init__(
+        self,
+        folder: Path,
+        files: ConvertedFiles,
+        *,
+        threads: int | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+    ) -> None:
         import onnxruntime as ort
 
-        self.runtime = f"onnxruntime {ort.__version__} (CPU)"
+        self.runtime = f"onnxruntime {ort.__version__} ({', '.join(providers)})"
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
         self.sessions = {
-            entry: ort.InferenceSession(str(folder / file), options, providers=["CPUExecutionProvider"])
+            entry: ort.InferenceSession(str(folder / file), options, providers=list(providers))
             for entry, file in files.entry_files.items()
         }
 

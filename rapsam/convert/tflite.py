@@ -99,11 +99,11 @@ class TFLiteConverter:
 class LiteRTRunner:
     """Runs the signatures of one .tflite through ai-edge-litert (its default XNNPACK CPU delegate)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.runtime = f"{_runtime_key(RUNTIMES[0][1])} (CPU, XNNPACK)"
-        self.interpreter = Interpreter(model_path=str(path))
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
         self.signatures: dict[str, Any] = {}  # one runner per signature, its tensors allocated once
 
     def run(self, entry: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -1,0 +1,197 @@
+"""rapsam-bench on this machine: real runtimes on real artifacts of the tiny model, and the GPU helpers with a
+stand-in for torch.cuda. Numbers are checked for consistency, never against a clock."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rapsam.bench import desktop
+from rapsam.bench.desktop import MeasureSpec, format_table, measure, measure_isolated, paper_table, run_desktop
+from rapsam.bench.machine import cpu_flop_floor, machine_info
+from rapsam.bench.schema import Measurement, Results, ResultsError, latency_summary, read_results, validate_results
+from rapsam.bench.timing import BenchError, CudaEventTimer, HostTimer, resolve_device, time_calls
+from rapsam.cli import bench_main
+from rapsam.complexity import PaperRow
+
+SIZE = (64, 64)
+
+
+class FakeEvent:
+    """A CUDA event on a fake clock: `record` stamps the clock, `synchronize` is counted."""
+
+    def __init__(self, cuda: FakeCuda, enable_timing: bool) -> None:
+        assert enable_timing
+        self.cuda, self.stamp = cuda, None
+
+    def record(self) -> None:
+        self.stamp = self.cuda.clock
+
+    def synchronize(self) -> None:
+        self.cuda.syncs += 1
+
+    def elapsed_time(self, end: FakeEvent) -> float:
+        return end.stamp - self.stamp
+
+
+class FakeCuda:
+    def __init__(self, available: bool = True) -> None:
+        self.available, self.clock, self.syncs = available, 0.0, 0
+
+    def is_available(self) -> bool:
+        return self.available
+
+    def Event(self, enable_timing: bool = False) -> FakeEvent:
+        return FakeEvent(self, enable_timing)
+
+    def synchronize(self) -> None:
+        self.syncs += 1
+
+
+def test_device_selection() -> None:
+    assert resolve_device("auto", cuda=FakeCuda(available=True)) == "cuda"
+    assert resolve_device("auto", cuda=FakeCuda(available=False)) == "cpu"
+    assert resolve_device("cpu", cuda=FakeCuda(available=True)) == "cpu"
+    with pytest.raises(BenchError, match="sees no GPU; use --device cpu"):
+        resolve_device("cuda", cuda=FakeCuda(available=False))
+    with pytest.raises(BenchError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+
+
+def test_cuda_timer_times_device_work_between_events_and_waits_for_it() -> None:
+    cuda = FakeCuda()
+    durations = iter([2.0, 3.0, 5.0, 7.0])
+
+    def launch() -> None:  # the device clock advances while the "kernels" run
+        cuda.clock += next(durations)
+
+    samples = time_calls(launch, warmup=1, runs=3, timer=CudaEventTimer(cuda))
+    assert samples == [3.0, 5.0, 7.0]  # the warm-up's 2.0 is not timed
+    assert cuda.syncs == 4  # every call waited for its end event
+
+
+def test_host_timer_and_run_counts() -> None:
+    calls = []
+    samples = time_calls(lambda: calls.append(1), warmup=2, runs=4, timer=HostTimer())
+    assert len(calls) == 6 and len(samples) == 4 and all(s >= 0 for s in samples)
+    with pytest.raises(BenchError, match="--runs must be at least 1"):
+        time_calls(lambda: None, warmup=0, runs=0, timer=HostTimer())
+
+
+def test_latency_summary_matches_numpy() -> None:
+    samples = list(np.random.default_rng(0).gamma(2.0, 3.0, size=37))
+    summary = latency_summary(samples)
+    for key, q in (("p50", 50), ("p90", 90), ("p99", 99)):
+        assert summary[key] == pytest.approx(np.percentile(samples, q))
+    assert (summary["min"], summary["max"]) == (min(samples), max(samples))
+
+
+def test_flop_floor() -> None:
+    avx2 = {"avx2", "fma"}
+    assert cpu_flop_floor(2, 2.45, avx2) == pytest.approx(156.8)  # this machine's kind: 2 cores, AVX2 + FMA
+    assert cpu_flop_floor(2, 2.45, avx2 | {"avx512f"}, "AuthenticAMD") == pytest.approx(156.8)  # Zen 4: 256-bit units
+    assert cpu_flop_floor(2, 2.45, avx2 | {"avx512f"}, "GenuineIntel") == pytest.approx(313.6)
+    info = machine_info()
+    assert info["cpu_cores"] >= 1 and info["gpus"] == []
+
+
+def test_schema_refuses_what_readers_cannot_use(tmp_path: Path) -> None:
+    ok = Measurement(runtime="torch-eager", device="cpu", model="m", entry_point="encode", input_size=SIZE,
+                     precision="fp32", latency_ms=latency_summary([1.0, 2.0]), runs=2)
+    document = Results(machine={}, versions={}, settings={}, measurements=[ok], created="x").to_dict()
+    assert validate_results(document).measurements[0] == ok
+    broken = json.loads(json.dumps(document))
+    del broken["measurements"][0]["latency_ms"]["p99"]
+    with pytest.raises(ResultsError, match=r"measurements\[0\]: an ok measurement needs latency_ms"):
+        validate_results(broken)
+    broken = json.loads(json.dumps(document))
+    broken["measurements"][0].update(status="skipped", latency_ms=None)
+    with pytest.raises(ResultsError, match="a skipped measurement needs a reason"):
+        validate_results(broken)
+    (tmp_path / "old.json").write_text(json.dumps({**document, "schema_version": 0}))
+    with pytest.raises(ResultsError, match="schema_version 0"):
+        read_results(tmp_path / "old.json")
+
+
+@pytest.fixture(scope="module")
+def cpu_results(tmp_path_factory: pytest.TempPathFactory) -> Results:
+    """Every CPU runtime on the tiny model's artifacts, each measurement in its own worker process."""
+    artifacts = tmp_path_factory.mktemp("artifacts")
+    return run_desktop(model="rapsam_tiny", input_sizes=[SIZE], entry_points=("encode", "prompt"), warmup=1, runs=3,
+                       device="cpu", artifacts=artifacts, threads=1)
+
+
+def test_every_cpu_runtime_measures_the_same_entry_points(cpu_results: Results) -> None:
+    rows = {(m.runtime, m.entry_point): m for m in cpu_results.measurements}
+    assert set(rows) == {(r, e) for r in ("torch-eager", "onnxruntime", "executorch", "litert")
+                         for e in ("encode", "prompt")}
+    for (runtime, entry), m in rows.items():
+        assert m.status == "ok", (runtime, entry, m.reason)
+        lat = m.latency_ms
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert m.fps == pytest.approx(1000 / lat["p50"])
+        assert m.gflops_per_s == pytest.approx(2 * m.gmacs / (lat["p50"] / 1000))
+        assert m.first_run_ms > 0 and m.peak_rss_mb > 100  # a worker process holds torch at least
+        assert m.options["threads"] == 1 and m.runs == 3
+        assert (m.artifact_mb is None) == (runtime == "torch-eager")
+    # The same entry point has the same cost whatever runs it.
+    assert len({m.gmacs for m in cpu_results.measurements if m.entry_point == "encode"}) == 1
+    validate_results(cpu_results.to_dict())
+    table = format_table(cpu_results)
+    assert table.count("\n") == 2 + len(rows) and "fp32 floor" in table
+
+
+def test_unrunnable_combinations_are_skipped_rows_with_reasons(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from rapsam.convert.base import MissingBackendError
+
+    def missing(target: str) -> None:
+        raise MissingBackendError(f"target {target} needs onnxruntime: pip install 'rapsam[onnx]'")
+
+    monkeypatch.setattr("rapsam.convert.base.get_converter", missing)
+    results = run_desktop(model="rapsam_tiny", input_sizes=[SIZE], entry_points=("encode",), device="cpu",
+                          runtimes=["onnxruntime"], precisions=["fp32", "bf16"], artifacts=tmp_path, isolate=False)
+    reasons = {m.precision: m.reason for m in results.measurements}
+    assert results.measurements[0].status == "skipped"
+    assert reasons == {"fp32": "target onnx needs onnxruntime: pip install 'rapsam[onnx]'",
+                       "bf16": "artifacts are converted in fp32 or fp16"}
+    assert "executorch runs on CPUs and phones" in desktop._unsupported("executorch", "cuda", "fp16")
+    with pytest.raises(BenchError, match="unknown runtimes"):
+        run_desktop(model="rapsam_tiny", runtimes=["tensorrt-llm"], device="cpu")
+
+
+def test_a_failing_runtime_is_one_failed_row() -> None:
+    spec = MeasureSpec(runtime="onnxruntime", device="cpu", model="rapsam_tiny", entry_point="encode",
+                       input_size=SIZE, artifact="/nonexistent/folder", runs=1, warmup=0)
+    in_process = measure(spec)
+    assert in_process.status == "failed" and "FileNotFoundError" in in_process.reason
+    isolated = measure_isolated(spec)
+    assert isolated.status == "failed" and "FileNotFoundError" in isolated.reason
+
+
+def test_paper_mode_runs_each_table_row(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr("rapsam.complexity.PAPER_ROWS", (PaperRow("rapsam_tiny", 0.1, 0.2, a100_fps=40.0),))
+    monkeypatch.setattr("rapsam.complexity.PAPER_INPUT_SIZE", SIZE)
+    saved = []
+    results = desktop.run_paper(device="cpu", runtimes=["torch-eager"], precisions=["fp32"], warmup=0, runs=2,
+                                isolate=False, save=saved.append)
+    assert [(m.model, m.entry_point, m.input_size) for m in results.measurements] == [("rapsam_tiny", "segment", SIZE)]
+    assert saved and results.settings["paper"] is True
+    table = paper_table(results)
+    assert "rapsam_tiny" in table and "eager fp32" in table and "40.0" in table
+
+
+def test_rapsam_bench_cli_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    code = bench_main(["--model", "rapsam_tiny", "--input-size", "64x64", "--entry-points", "encode",
+                       "--runtimes", "torch-eager", "--runs", "2", "--warmup", "0", "--no-isolate",
+                       "--out", str(out), "--artifacts", str(tmp_path / "a"), "--profile", str(tmp_path / "p.txt")])
+    assert code == 0
+    assert read_results(out).measurements[0].status == "ok"
+    assert "aten::conv2d" in (tmp_path / "p.txt").read_text()  # where the time goes, by op
+    assert "torch-eager" in capsys.readouterr().out
+    assert bench_main(["--device", "cuda", "--out", str(tmp_path / "x.json")]) == 2
+    assert "sees no GPU" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
