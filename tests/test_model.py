@@ -218,3 +218,14 @@ def test_plain_conv_neck_takes_the_deformable_weights() -> None:
         for layer in (model.neck.deconv.deform_conv1, model.neck.deconv.deform_conv2, model.neck.deconv.deform_conv3):
             layer.dcn.weight.mul_(2)
         torch.testing.assert_close(plain.eval()(features), model.neck(features), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_hard_mask_is_the_logit_threshold_for_every_normal_float(dtype: torch.dtype) -> None:
+    from rapsam.models.decoder import hard_mask
+
+    info = torch.finfo(dtype)
+    edges = torch.tensor([0.0, -0.0, info.tiny, -info.tiny, info.max, -info.max, float("inf"), float("-inf")])
+    logits = torch.cat([edges, torch.randn(10_000) * 10.0 ** torch.randint(-3, 4, (10_000,))]).to(dtype)
+    logits = logits[(logits.abs() >= info.tiny) | (logits == 0)]  # subnormals excepted, as documented
+    assert torch.equal(hard_mask(logits), (logits > 0).to(dtype))

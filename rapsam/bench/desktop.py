@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,8 @@ from typing import Any
 
 import torch
 
-from rapsam.bench.machine import machine_info, versions
+import rapsam
+from rapsam.bench.machine import machine_info, peak_rss_mb, versions
 from rapsam.bench.schema import Measurement, Results, latency_summary, skipped
 from rapsam.bench.timing import BenchError, resolve_device, time_calls, timer_for
 
@@ -153,7 +153,7 @@ def measure(spec: MeasureSpec) -> Measurement:
     return Measurement(
         **base, warmup=spec.warmup, runs=spec.runs, latency_ms=latency, fps=1000.0 / latency["p50"],
         first_run_ms=first_ms, artifact_mb=artifact_mb,
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_rss_mb=peak_rss_mb(),
         peak_device_mb=torch.cuda.max_memory_allocated() / 2**20 if spec.device == "cuda" else None,
     )
 
@@ -211,7 +211,8 @@ def _artifact_folder(runtime: str, model: str, weights: str | None, input_size: 
         prompt = manifest["entry_points"].get("prompt", {}).get("inputs", [])
         slots = next((t["shape"][1] for t in prompt if t["name"] == "kinds"), num_prompts)
         if (manifest["model"]["weights"] == weights_id(weights) and set(entries) <= set(manifest["entry_points"])
-                and manifest["precision"]["compute"] == precision and slots == num_prompts):
+                and manifest["precision"]["compute"] == precision and slots == num_prompts
+                and manifest["versions"]["rapsam"] == rapsam.__version__):
             progress(f"[{runtime}] reusing {folder}")
             return folder
     progress(f"[{runtime}] converting {model} {input_size[0]}x{input_size[1]} {precision} for {target}")

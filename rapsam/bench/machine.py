@@ -99,3 +99,17 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return found
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux: VmHWM, which starts afresh at exec (getrusage's
+    ru_maxrss carries the parent's peak into a worker process); elsewhere ru_maxrss (bytes on macOS)."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024

@@ -15,6 +15,7 @@ from rapsam.models.decoder import (
     CrossAttenHead,
     KernelUpdator,
     MultiheadAttention,
+    PixelFeatures,
     hard_mask_pool,
     open_vocab_logits,
 )
@@ -112,11 +113,18 @@ class RapSAMHead(nn.Module):
     def decode(
         self, features: torch.Tensor, kernels: torch.Tensor, attn_bias: torch.Tensor | None
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-        """The shared decoder: per-stage class logits, mask logits and IoU, and the final kernels."""
-        mask_logits = torch.einsum("bqc,bchw->bqhw", kernels, features)
+        """The shared decoder: per-stage class logits, mask logits (B, Q, h, w) and IoU, and the final kernels."""
+        pixels = PixelFeatures.of(features)
+        class_logits, masks, ious, kernels = self._decode(pixels, kernels, attn_bias)
+        return class_logits, [pixels.unflatten(m) for m in masks], ious, kernels
+
+    def _decode(
+        self, pixels: PixelFeatures, kernels: torch.Tensor, attn_bias: torch.Tensor | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        mask_logits = pixels.masks(kernels)
         class_logits, all_masks, ious = [], [], []
         for stage in self.mask_heads:
-            logits, mask_logits, iou, kernels = stage(features, kernels, mask_logits, attn_bias)
+            logits, mask_logits, iou, kernels = stage(pixels, kernels, mask_logits, attn_bias)
             class_logits.append(logits / self.temperature)
             all_masks.append(mask_logits)
             ious.append(iou)
@@ -125,11 +133,12 @@ class RapSAMHead(nn.Module):
     def panoptic(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """features (B, C, h, w) -> mask logits (B, N, h, w), class logits (B, N, C+1), queries (B, N, C)."""
         batch = features.shape[0]
+        pixels = PixelFeatures.of(features)
         kernels = self.kernels.weight.unsqueeze(0).expand(batch, -1, -1)
-        _, all_masks, _, kernels = self.decode(features, kernels, None)
+        _, all_masks, _, kernels = self._decode(pixels, kernels, None)
         # Object adapter: pooling + dynamic conv on the last stage's masks.
-        kernels = self.panoptic_attn(hard_mask_pool(all_masks[-1], features), kernels)
-        mask_logits = torch.einsum("bqc,bchw->bqhw", kernels, features)
+        kernels = self.panoptic_attn(hard_mask_pool(all_masks[-1], pixels), kernels)
+        mask_logits = pixels.unflatten(pixels.masks(kernels))
         # The adapter's logits are not divided by the stage temperature, as in the official head.
         if self.open_vocab:
             class_logits = open_vocab_logits(self.panoptic_cls(kernels), self.mask_heads[0].fc_cls)
@@ -160,12 +169,12 @@ class RapSAMHead(nn.Module):
         num_prompts = kernels.shape[1]
         eye = torch.eye(num_prompts, dtype=features.dtype, device=features.device)
         attn_bias = (1 - eye) * MASKED_LOGIT
-        _, _, _, kernels = self.decode(features, kernels, attn_bias)
+        pixels = PixelFeatures.of(features)
+        _, _, _, kernels = self._decode(pixels, kernels, attn_bias)
         # Prompt adapter: cross-attention from each prompt to every pixel of F.
-        keys = features.flatten(2).transpose(1, 2)  # (B, h*w, C)
-        kernels = self.prompt_norm(self.prompt_attn(kernels, keys))
+        kernels = self.prompt_norm(self.prompt_attn(kernels, pixels.pixels_first))
         iou = self.prompt_iou(kernels).squeeze(-1)  # (B, K)
-        mask_logits = torch.einsum("bqc,bchw->bqhw", kernels, features)
+        mask_logits = pixels.unflatten(pixels.masks(kernels))
         valid = kinds >= 0
         mask_logits = torch.where(valid[..., None, None], mask_logits, torch.full_like(mask_logits, MASKED_LOGIT))
         return mask_logits, torch.where(valid, iou, torch.zeros_like(iou))
