@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rapsam.models.deform_conv import ModulatedDeformConv2d
+from rapsam.models.deform_conv import ModulatedDeformConv2d, deform_sampler
 
 TOLERANCE = 1e-5
 
@@ -108,8 +108,9 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("sampler", ["grid_sample", "gather"])
 @pytest.mark.parametrize("index", range(len(CASES)))
-def test_matches_reference(index: int) -> None:
+def test_matches_reference(index: int, sampler: str) -> None:
     c_in, c_out, kernel, stride, padding, dilation, groups, dg, bias, batch, height, width = CASES[index]
     torch.manual_seed(index)
     dcn = ModulatedDeformConv2d(
@@ -117,8 +118,9 @@ def test_matches_reference(index: int) -> None:
         groups=groups, deform_groups=dg, bias=bias,
     )
     x, offset, mask = _random_case(dcn, batch, height, width, seed=100 + index)
-    with torch.no_grad():
+    with torch.no_grad(), deform_sampler(dcn, sampler):
         out = dcn(x, offset, mask)
+    assert dcn.sampler == "grid_sample"  # restored
     expected = deform_conv2d_reference(
         x, offset, mask, dcn.weight, dcn.bias, stride=dcn.stride, padding=dcn.padding,
         dilation=dcn.dilation, groups=groups, deform_groups=dg,

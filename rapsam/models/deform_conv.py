@@ -18,7 +18,9 @@ checkpoint keys `...weight` / `...bias` load unchanged:
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -32,18 +34,18 @@ def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
     return (int(first), int(second))
 
 
-def _sampling_grid(
+def _sampling_points(
     offset: torch.Tensor,
     *,
-    in_size: tuple[int, int],
     kernel_size: tuple[int, int],
     stride: tuple[int, int],
     padding: tuple[int, int],
     dilation: tuple[int, int],
-) -> torch.Tensor:
-    """Turn mmcv-layout offsets [B*dg, 2*kh*kw, Ho, Wo] into a grid [B*dg, kh*kw*Ho, Wo, 2] in [-1, 1]."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """mmcv-layout offsets [B*dg, 2*kh*kw, Ho, Wo] -> the pixel rows and columns sampled, each
+    [B*dg, kh*kw, Ho, Wo]."""
     groups_batch, _, out_h, out_w = offset.shape
-    (height, width), (kh, kw) = in_size, kernel_size
+    kh, kw = kernel_size
     points = kh * kw
     kwargs = {"dtype": offset.dtype, "device": offset.device}
     # Where each kernel point lands without offset, as (kh*kw, Ho, Wo). Tensors stay at rank <= 5: CoreML
@@ -57,11 +59,47 @@ def _sampling_grid(
     rows = rows.expand(kh, kw, out_h, out_w).reshape(points, out_h, out_w)
     cols = cols.expand(kh, kw, out_h, out_w).reshape(points, out_h, out_w)
     offset_y, offset_x = offset.reshape(groups_batch, points, 2, out_h, out_w).unbind(dim=2)
+    return rows + offset_y, cols + offset_x
+
+
+def _grid_sample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Zero-padded bilinear samples of x [N, C, H, W] at pixel rows / cols [N, P, Ho, Wo]: [N, C, P*Ho, Wo]."""
+    groups_batch, points, out_h, out_w = rows.shape
+    height, width = x.shape[-2:]
     # align_corners=True maps -1 / +1 to the centres of the first / last pixel.
-    grid_x = (cols + offset_x) * (2.0 / (width - 1)) - 1.0  # (B*dg, kh*kw, Ho, Wo)
-    grid_y = (rows + offset_y) * (2.0 / (height - 1)) - 1.0
-    grid = torch.stack((grid_x, grid_y), dim=-1)  # (B*dg, kh*kw, Ho, Wo, 2)
-    return grid.reshape(groups_batch, points * out_h, out_w, 2)
+    grid_x = cols * (2.0 / (width - 1)) - 1.0
+    grid_y = rows * (2.0 / (height - 1)) - 1.0
+    grid = torch.stack((grid_x, grid_y), dim=-1).reshape(groups_batch, points * out_h, out_w, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def _gather_sample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """`_grid_sample` as four gathers of whole channel vectors, with the index arithmetic done once per
+    sampling point instead of once per channel, and validity as clamps instead of comparisons: for
+    runtimes whose grid_sample lowering is slow (litert-torch emits ~170 M element-wise ops outside
+    XNNPACK for the neck of rapsam_edgenext_s at 512x512; this needs ~4 M)."""
+    groups_batch, channels, height, width = x.shape
+    points, out_h, out_w = rows.shape[1:]
+    rows, cols = rows.reshape(groups_batch, -1), cols.reshape(groups_batch, -1)  # (N, L)
+    top, left = rows.floor(), cols.floor()
+    frac_y, frac_x = rows - top, cols - left
+    # (C, N*H*W): one index_select per corner serves every batch element and channel.
+    table = x.reshape(groups_batch, channels, height * width).transpose(0, 1).reshape(channels, -1)
+    base = (torch.arange(groups_batch, dtype=x.dtype, device=x.device) * (height * width)).view(-1, 1)
+    out = torch.zeros((), dtype=x.dtype, device=x.device)
+    for corner_y, weight_y in ((top, 1.0 - frac_y), (top + 1.0, frac_y)):
+        # 1 where 0 <= row <= H-1 (rows are integers here), else 0.
+        inside_y = (corner_y + 1.0).clamp(0.0, 1.0) * (height - corner_y).clamp(0.0, 1.0)
+        for corner_x, weight_x in ((left, 1.0 - frac_x), (left + 1.0, frac_x)):
+            inside = inside_y * (corner_x + 1.0).clamp(0.0, 1.0) * (width - corner_x).clamp(0.0, 1.0)
+            flat = corner_y.clamp(0.0, height - 1.0) * width + corner_x.clamp(0.0, width - 1.0) + base
+            values = table.index_select(1, flat.reshape(-1).to(torch.int32))  # (C, N*L)
+            values = values.reshape(channels, groups_batch, -1).transpose(0, 1)  # (N, C, L)
+            out = out + values * (weight_y * weight_x * inside).unsqueeze(1)
+    return out.reshape(groups_batch, channels, points * out_h, out_w)
+
+
+SAMPLERS = {"grid_sample": _grid_sample, "gather": _gather_sample}
 
 
 def modulated_deform_conv2d(
@@ -76,8 +114,10 @@ def modulated_deform_conv2d(
     dilation: int | tuple[int, int] = 1,
     groups: int = 1,
     deform_groups: int = 1,
+    sampler: str = "grid_sample",
 ) -> torch.Tensor:
-    """DCNv2 forward with mmcv's argument meaning; see the module docstring for the layouts."""
+    """DCNv2 forward with mmcv's argument meaning; see the module docstring for the layouts. `sampler`
+    picks how the bilinear samples are taken ("grid_sample" or "gather", the same values)."""
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     batch, channels, height, width = x.shape
     out_channels, _, kh, kw = weight.shape
@@ -97,21 +137,16 @@ def modulated_deform_conv2d(
     pad_h, pad_w = int(height == 1), int(width == 1)
     if pad_h or pad_w:
         x = F.pad(x, (0, pad_w, 0, pad_h))
-    grid = _sampling_grid(
+    rows, cols = _sampling_points(
         offset.reshape(batch * deform_groups, 2 * points, out_h, out_w),
-        in_size=(height + pad_h, width + pad_w),
         kernel_size=(kh, kw),
         stride=stride,
         padding=padding,
         dilation=dilation,
     )
     group_channels = channels // deform_groups
-    sampled = F.grid_sample(
-        x.reshape(batch * deform_groups, group_channels, height + pad_h, width + pad_w),
-        grid,
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=True,
+    sampled = SAMPLERS[sampler](
+        x.reshape(batch * deform_groups, group_channels, height + pad_h, width + pad_w), rows, cols
     )  # (B*dg, C/dg, kh*kw*Ho, Wo)
     sampled = sampled.reshape(batch * deform_groups, group_channels, points, out_h, out_w)
     sampled = sampled * mask.reshape(batch * deform_groups, 1, points, out_h, out_w)
@@ -148,6 +183,7 @@ class ModulatedDeformConv2d(nn.Module):
         self.dilation = _pair(dilation)
         self.groups = groups
         self.deform_groups = deform_groups
+        self.sampler = "grid_sample"  # a converter may switch it for its runtime: see `deform_sampler`
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
         if bias:
             self.bias = nn.Parameter(torch.empty(out_channels))
@@ -174,6 +210,7 @@ class ModulatedDeformConv2d(nn.Module):
             dilation=self.dilation,
             groups=self.groups,
             deform_groups=self.deform_groups,
+            sampler=self.sampler,
         )
 
     def extra_repr(self) -> str:
@@ -182,3 +219,20 @@ class ModulatedDeformConv2d(nn.Module):
             f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
             f"deform_groups={self.deform_groups}, bias={self.bias is not None}"
         )
+
+
+@contextlib.contextmanager
+def deform_sampler(model: nn.Module, sampler: str) -> Iterator[None]:
+    """Every ModulatedDeformConv2d of `model` samples with `sampler` inside the block (same values, another
+    op sequence for an exporter to lower)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")
+    convs = [m for m in model.modules() if isinstance(m, ModulatedDeformConv2d)]
+    previous = [m.sampler for m in convs]
+    for conv in convs:
+        conv.sampler = sampler
+    try:
+        yield
+    finally:
+        for conv, old in zip(convs, previous):
+            conv.sampler = old
