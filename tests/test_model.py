@@ -220,6 +220,7 @@ def test_plain_conv_neck_takes_the_deformable_weights() -> None:
         torch.testing.assert_close(plain.eval()(features), model.neck(features), atol=1e-4, rtol=1e-4)
 
 
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_hard_mask_is_the_logit_threshold_for_every_normal_float(dtype: torch.dtype) -> None:
     from rapsam.models.decoder import hard_mask

@@ -145,10 +145,12 @@ class PixelFeatures(NamedTuple):
 def hard_mask(mask_logits: torch.Tensor) -> torch.Tensor:
     """1.0 where logit > 0 (sigmoid > 0.5), else 0.0, in the logits' dtype.
 
-    Written as a clamp of a huge multiple instead of a comparison and a cast: mobile delegates (XNNPACK)
-    run multiply and clamp but left `gt` + cast to ExecuTorch's slow portable kernels. Exact for every
-    normal float of fp32 and fp16 (the multiple maps the smallest positive normal past 1)."""
-    return (mask_logits * (torch.finfo(mask_logits.dtype).max / 2)).clamp(0.0, 1.0)
+    Written as a clamp and a division instead of a comparison and a cast: mobile delegates (XNNPACK) run
+    both, but left `gt` + cast to ExecuTorch's slow portable kernels. Clamping first keeps every value
+    finite, so no backend can overflow by folding the scale into the preceding matrix product (ONNX
+    Runtime folds a multiply into MatMul). Exact for every normal float of fp32 and fp16."""
+    tiny = torch.finfo(mask_logits.dtype).tiny  # the smallest positive normal number
+    return mask_logits.clamp(0.0, tiny) / tiny
 
 
 def hard_mask_pool(mask_logits: torch.Tensor, pixels: PixelFeatures) -> torch.Tensor:
