@@ -158,7 +158,10 @@ def import_main(argv: list[str] | None = None) -> int:
     taxonomy = model.config.taxonomy
     classes, prototypes, dim = report.classifier_shape
     pre = report.preprocessor
-    print(f"imported {report.num_tensors} tensors into {model.config.name}; none dropped")
+    dropped = f"{len(report.ignored)} ignored" if report.ignored else "none dropped"
+    unfilled = f", {len(report.left_at_init)} of ours left at init" if report.left_at_init else ""
+    print(f"imported {report.num_tensors - len(report.ignored)} of {report.num_tensors} tensors into "
+          f"{model.config.name}; {dropped}{unfilled}")
     print(f"classes: {taxonomy.name}, {sum(taxonomy.is_thing)} things + {classes - sum(taxonomy.is_thing)} stuff; "
           f"classifier {classes}x{prototypes}x{dim} (sha256 {report.classifier_sha256[:12]}), "
           f"temperature {model.config.temperature}")

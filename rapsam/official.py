@@ -64,6 +64,8 @@ class ImportReport:
     classifier_shape: tuple[int, int, int]
     preprocessor: dict[str, Any]
     preprocessor_source: str  # "checkpoint meta" or "official config (the meta block has none)"
+    ignored: tuple[str, ...] = ()  # without `strict`: official tensors with no place in our model
+    left_at_init: tuple[str, ...] = ()  # without `strict`: our tensors the checkpoint did not fill
 
     def provenance(self) -> dict[str, str]:
         return {
@@ -197,5 +199,7 @@ def import_official(
         classifier_shape=tuple(embeddings.shape),
         preprocessor=dict(preprocessor),
         preprocessor_source="checkpoint meta" if stored else "official config (the meta block has none)",
+        ignored=tuple(unknown),
+        left_at_init=tuple(missing),
     )
     return model, report

@@ -165,7 +165,8 @@ def test_unknown_and_missing_official_keys_are_listed(tmp_path: Path, release: t
     assert "unexpected keys (1): panoptic_head.sam_prompt_encoder.weight" in message
     # Not strict: reported, the unknown tensor ignored, the missing one left at init.
     lines: list[str] = []
-    model, _ = import_official(checkpoint, classifier, strict=False, progress=lines.append)
+    model, report = import_official(checkpoint, classifier, strict=False, progress=lines.append)
+    assert (report.ignored, report.left_at_init) == (("panoptic_head.sam_prompt_encoder.weight",), ("neck.loc_conv.bias",))
     assert any("1 official tensors have no place" in line for line in lines)
     assert any("neck.loc_conv.bias" in line and "left at init" in line for line in lines)
     assert torch.equal(model.neck.loc_conv.weight, state["neck.loc_conv.weight"])
@@ -248,7 +249,7 @@ def test_rapsam_import_writes_our_checkpoint(tmp_path: Path, release: tuple[Path
     output = tmp_path / "rapsam_r50_official.safetensors"
     assert import_main([str(checkpoint), "--classifier", str(classifier), "-o", str(output)]) == 0
     printed = capsys.readouterr().out
-    assert "imported 568 tensors into rapsam_r50; none dropped" in printed
+    assert "imported 568 of 568 tensors into rapsam_r50; none dropped" in printed
     assert "102 things + 53 stuff" in printed
     model = rapsam.build_model(weights=output)
     assert model.config.taxonomy == COCO_YTVIS2019_OV
