@@ -471,6 +471,17 @@ def default_out(results: Results) -> Path:
     return Path("results") / f"bench-{device}-{first.runtime}.json"
 
 
+def save_and_print(results: Results, out: Path | None, describe: Callable[[Measurement], str] | None = None) -> int:
+    """Write the results (default path from the device and runtime), print a line per entry point and the
+    path; the exit code is 1 when some entry point failed (its row says why), else 0."""
+    path = write_results(results, out or default_out(results))
+    for m in results.measurements:
+        line = describe(m) if describe else summary(m)
+        print(f"{m.runtime} {m.entry_point} {m.input_size[0]}x{m.input_size[1]} on {m.device}: {line}")
+    print(f"wrote {path}")
+    return 0 if all(m.status == "ok" for m in results.measurements) else 1
+
+
 # --- command line --------------------------------------------------------------------------------------
 
 
@@ -511,11 +522,7 @@ def android_main(args: argparse.Namespace) -> int:
             warmup=args.warmup, runs=args.runs, serial=args.serial, taskset=args.taskset,
             peak_memory=args.peak_memory, keep=args.keep, adb=args.adb, progress=progress,
         )
-        out = write_results(results, args.out or default_out(results))
+        return save_and_print(results, args.out)
     except (BenchError, ResultsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for m in results.measurements:
-        print(f"{m.runtime} {m.entry_point} {m.input_size[0]}x{m.input_size[1]} on {m.device}: {summary(m)}")
-    print(f"wrote {out}")
-    return 0 if all(m.status == "ok" for m in results.measurements) else 1

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import rapsam
-from rapsam.bench.android import ArtifactFacts, default_out, read_manifest, summary
+from rapsam.bench.android import ArtifactFacts, read_manifest, save_and_print, summary
 from rapsam.bench.ios import coreml_device
-from rapsam.bench.schema import LATENCY_KEYS, Measurement, Results, ResultsError, write_results
+from rapsam.bench.schema import LATENCY_KEYS, Measurement, Results, ResultsError
 from rapsam.bench.timing import BenchError
 
 LATENCY_FROM = "Xcode performance report median"
@@ -152,11 +152,8 @@ def register(subparsers: Any) -> None:
 def coreml_report_main(args: argparse.Namespace) -> int:
     try:
         results = import_coreml_report(args.report, artifact=args.artifact)
-        out = write_results(results, args.out or default_out(results))
+        return save_and_print(results, args.out,
+                              lambda m: f"{summary(m)} ({m.options.get('ops_on', 'no op table')})")
     except (BenchError, ResultsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for m in results.measurements:
-        print(f"coreml {m.entry_point} on {m.device}: {summary(m)} ({m.options.get('ops_on', 'no op table')})")
-    print(f"wrote {out}")
-    return 0

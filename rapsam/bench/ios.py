@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import rapsam
-from rapsam.bench.android import ArtifactFacts, default_out, last_line, read_manifest, select_entries, summary
-from rapsam.bench.schema import Measurement, Results, ResultsError, latency_summary, write_results
+from rapsam.bench.android import ArtifactFacts, last_line, read_manifest, save_and_print, select_entries
+from rapsam.bench.schema import Measurement, Results, ResultsError, latency_summary
 from rapsam.bench.timing import BenchError
 
 HARNESS = Path(__file__).resolve().parents[2] / "apps" / "ios-bench"
@@ -288,11 +288,7 @@ def ios_main(args: argparse.Namespace) -> int:
         results = run_ios(args.artifact, args.destination, entry_points=entries, compute_units=args.compute_units,
                           warmup=args.warmup, runs=args.runs, team=args.team, scheme=args.scheme,
                           harness=args.harness, xcodebuild=args.xcodebuild, progress=progress)
-        out = write_results(results, args.out or default_out(results))
+        return save_and_print(results, args.out)
     except (BenchError, ResultsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for m in results.measurements:
-        print(f"coreml {m.entry_point} {m.input_size[0]}x{m.input_size[1]} on {m.device}: {summary(m)}")
-    print(f"wrote {out}")
-    return 0 if all(m.status == "ok" for m in results.measurements) else 1
