@@ -186,7 +186,10 @@ def test_fp16_computes_in_half_and_passes_the_fp16_gate(tmp_path: Path) -> None:
     assert result.written and result.parity.passed and result.manifest["precision"]["compute"] == "fp16"
     features = next(r for r in result.parity.rows if r.output == "features")
     assert 1e-6 < features.max_abs < 1e-2  # really computed in fp16, and close
-    assert result.manifest["target"]["delegated_nodes"]["segment"] > 300  # XNNPACK took the fp16 ops
+    # XNNPACK took the fp16 matrix and conv work: nothing heavier than norms and reductions is left outside.
+    outside = result.manifest["target"]["non_delegated_ops"]["segment"]
+    assert not [op for op in outside if any(k in op for k in ("conv", "mm", "linear", "matmul"))], outside
+    assert result.manifest["target"]["delegated_nodes"]["segment"] > 200
 
 
 @pytest.mark.slow
