@@ -89,19 +89,13 @@ def _torch_call(spec: MeasureSpec, model: Any, inputs: tuple[torch.Tensor, ...])
 
 
 def _artifact_call(spec: MeasureSpec, model: Any, inputs: tuple[torch.Tensor, ...]) -> tuple[Callable[[], Any], float]:
-    from rapsam.convert.base import ConvertedFiles
+    from rapsam.convert.manifest import converted_files
     from rapsam.export import get_entry_point
 
     if spec.artifact is None:
         raise BenchError(f"{spec.runtime} needs a converted artifact folder")
     folder = Path(spec.artifact)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    entries = manifest["entry_points"]
-    files = ConvertedFiles(
-        entry_files={e: s["file"] for e, s in entries.items()},
-        entry_methods={e: s["method"] for e, s in entries.items()},
-        info=manifest["target"],
-    )
+    files = converted_files(json.loads((folder / "manifest.json").read_text()))
     if spec.runtime == "onnxruntime":
         import onnxruntime as ort
 
@@ -201,6 +195,7 @@ def _artifact_folder(runtime: str, model: str, weights: str | None, input_size: 
     """The converted folder for `runtime` (reused when its manifest matches the request, else converted)."""
     from rapsam.checkpoint import weights_id
     from rapsam.convert import convert
+    from rapsam.convert.manifest import prompt_slots
 
     target = ARTIFACT_TARGETS[runtime]
     root = root / precision
@@ -208,8 +203,7 @@ def _artifact_folder(runtime: str, model: str, weights: str | None, input_size: 
     manifest_path = folder / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        prompt = manifest["entry_points"].get("prompt", {}).get("inputs", [])
-        slots = next((t["shape"][1] for t in prompt if t["name"] == "kinds"), num_prompts)
+        slots = prompt_slots(manifest) or num_prompts
         if (manifest["model"]["weights"] == weights_id(weights) and set(entries) <= set(manifest["entry_points"])
                 and manifest["precision"]["compute"] == precision and slots == num_prompts
                 and manifest["versions"]["rapsam"] == rapsam.__version__):

@@ -26,12 +26,11 @@ from rapsam.convert.base import (
     PRECISIONS,
     TARGET_MODULES,
     ConversionError,
-    ConvertedFiles,
     MissingBackendError,
     TargetRequest,
     get_converter,
 )
-from rapsam.convert.manifest import build_manifest, dumps, validate_manifest
+from rapsam.convert.manifest import build_manifest, converted_files, dumps, prompt_slots, validate_manifest
 from rapsam.convert.parity import ParityReport, check_parity
 from rapsam.export import ENTRY_POINTS
 from rapsam.inference import check_input_size
@@ -216,16 +215,10 @@ def check_artifact(
         raise ConversionError(f"--weights {weights} is not the file {folder} was converted from ({stored})")
     converter = get_converter(manifest["target"]["name"])
     net = build_model(manifest["model"]["name"], weights, seed=seed, classifier=classifier, dataset=dataset)
-    entries = manifest["entry_points"]
-    files = ConvertedFiles(
-        entry_files={e: s["file"] for e, s in entries.items()},
-        entry_methods={e: s["method"] for e, s in entries.items()},
-        info=manifest["target"],
-    )
-    prompt_inputs = entries.get("prompt", {}).get("inputs", [])
-    num_prompts = next((t["shape"][1] for t in prompt_inputs if t["name"] == "kinds"), manifest["prompts"]["max_prompts"])
+    num_prompts = prompt_slots(manifest) or manifest["prompts"]["max_prompts"]
     report = check_parity(
-        net, converter.open(folder, files), target=converter.name, entry_points=tuple(entries),
+        net, converter.open(folder, converted_files(manifest)), target=converter.name,
+        entry_points=tuple(manifest["entry_points"]),
         input_size=tuple(manifest["input_size"]), num_prompts=num_prompts,
         precision=manifest["precision"]["compute"], progress=progress,
     )

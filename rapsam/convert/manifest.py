@@ -142,6 +142,22 @@ def build_manifest(
     }
 
 
+def converted_files(manifest: Mapping[str, Any]) -> ConvertedFiles:
+    """What a converter wrote, as its manifest records it: for opening a converted folder again."""
+    entries = manifest["entry_points"]
+    return ConvertedFiles(
+        entry_files={e: s["file"] for e, s in entries.items()},
+        entry_methods={e: s["method"] for e, s in entries.items()},
+        info=manifest["target"],
+    )
+
+
+def prompt_slots(manifest: Mapping[str, Any]) -> int | None:
+    """K of the artifact's `prompt` entry point (its `kinds` input), or None when it has none."""
+    inputs = manifest["entry_points"].get("prompt", {}).get("inputs", [])
+    return next((t["shape"][1] for t in inputs if t["name"] == "kinds"), None)
+
+
 class ManifestError(ValueError):
     pass
 
