@@ -177,13 +177,11 @@ def _failed(spec: MeasureSpec, reason: str) -> Measurement:
 # --- a whole run ---------------------------------------------------------------------------------------
 
 
-def entry_gmacs(model_name: str, weights: str | None, entry: str, input_size: tuple[int, int], num_prompts: int) -> float:
+def entry_gmacs(model: Any, entry: str, input_size: tuple[int, int], num_prompts: int) -> float:
     """GMACs of one call of `entry`, counted on the reference model (every MAC torch's counter sees)."""
-    from rapsam.checkpoint import build_model
     from rapsam.complexity import _all_macs
     from rapsam.export import example_inputs, get_entry_point
 
-    model = build_model(model_name, weights).requires_grad_(False)  # torch's module tracker trips over grads
     wrapper = get_entry_point(entry).wrapper(model)
     inputs = example_inputs(model, entry, input_size=input_size, num_prompts=num_prompts)
     with torch.no_grad():
@@ -238,6 +236,7 @@ def run_desktop(
     """Every (runtime, precision, size, entry point) on this machine; what cannot run is a skipped row with
     its reason. `isolate` (default: on the CPU) runs each measurement in its own process.
     `compile_precisions` limits torch-compile (the slow one to prepare) to some of `precisions`."""
+    from rapsam.checkpoint import build_model
     from rapsam.convert.base import MissingBackendError, get_converter
 
     device = resolve_device(device)
@@ -249,9 +248,11 @@ def run_desktop(
     if bad:
         raise BenchError(f"unknown precisions {bad}; valid: {', '.join(DTYPES)}")
     isolate = device == "cpu" if isolate is None else isolate
+    # Only counted on, never timed; torch's module tracker trips over parameters that want grads.
+    reference = build_model(model, weights).requires_grad_(False)
     measurements: list[Measurement] = []
     for size in input_sizes:
-        gmacs = {entry: entry_gmacs(model, weights, entry, size, num_prompts) for entry in entry_points}
+        gmacs = {entry: entry_gmacs(reference, entry, size, num_prompts) for entry in entry_points}
         for runtime in runtimes:
             for precision in precisions:
                 if runtime == "torch-compile" and compile_precisions is not None and precision not in compile_precisions:
