@@ -13,7 +13,13 @@ import torch
 
 from rapsam.config import RapSAMConfig, get_config
 from rapsam.fileio import atomic_path
-from rapsam.models.backbones.pretrained import CheckpointError, check_state_dict, read_state_dict
+from rapsam.models.backbones.pretrained import (
+    CheckpointError,
+    check_state_dict,
+    read_pth,
+    read_state_dict,
+    unwrap_state_dict,
+)
 from rapsam.models.rapsam import RapSAM
 
 _CONFIG_KEY = "rapsam_config"
@@ -80,15 +86,18 @@ def build_model(
     """
     if name is None and weights is None:
         raise ValueError("give a model name, a weights file, or both")
-    stored_config, state = read_checkpoint(weights) if weights is not None else (None, None)
-    if stored_config is None and state is not None:
+    if weights is not None and Path(weights).suffix != ".safetensors":
         from rapsam.official import import_official, is_official_state
 
+        contents = read_pth(weights)  # read once: the import needs its meta block as well as its tensors
+        stored_config, state = None, unwrap_state_dict(contents, source=str(weights))
         if is_official_state(state):
-            model, _ = import_official(weights, classifier, dataset=dataset)
+            model, _ = import_official(weights, classifier, dataset=dataset, contents=contents)
             if name is not None and name != model.config.name:
                 raise CheckpointError(f"{weights} is the official {model.config.name!r}, not {name!r}")
             return model
+    else:
+        stored_config, state = read_checkpoint(weights) if weights is not None else (None, None)
     if classifier is not None or dataset is not None:
         raise CheckpointError("--classifier and --dataset go with the official .pth checkpoint; "
                               "our .safetensors checkpoints carry their classes")

@@ -28,10 +28,10 @@ from typing import Any
 import torch
 
 from rapsam.checkpoint import file_sha256, read_class_embeddings
-from rapsam.config import RapSAMConfig, get_config
+from rapsam.config import IMAGENET_MEAN, IMAGENET_STD, RapSAMConfig, get_config
 from rapsam.models.backbones.pretrained import CheckpointError, check_state_dict, read_pth, unwrap_state_dict
 from rapsam.models.rapsam import RapSAM
-from rapsam.taxonomy import COCO_PANOPTIC_OV, COCO_YTVIS2019_OV, Taxonomy
+from rapsam.taxonomy import COCO_PANOPTIC_OV, COCO_YTVIS2019_OV, Taxonomy, class_text
 
 OFFICIAL_MODEL = "rapsam_r50"
 # --dataset -> the vocabulary, and the classifier file the authors publish for it.
@@ -41,7 +41,7 @@ CLASSIFIER_FILES = {
     "coco+ytvis": "CocoPanopticOVDataset_YouTubeVISDataset_2019.pth",
 }
 # What the official config's data preprocessor does, for checkpoints whose meta block has no config.
-OFFICIAL_PREPROCESSOR = {"mean": (123.675, 116.28, 103.53), "std": (58.395, 57.12, 57.375), "bgr_to_rgb": True}
+OFFICIAL_PREPROCESSOR = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD, "bgr_to_rgb": True}
 # Present in every official RAP-SAM checkpoint and in no backbone-only or foreign one.
 _NUMBER = r"[-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?"
 _SIGNATURE_KEYS = ("panoptic_head.kernels.weight", "panoptic_head.pb_embedding.weight", "neck.loc_conv.weight")
@@ -121,7 +121,7 @@ def _check_training_classes(meta: dict[str, Any], taxonomy: Taxonomy, source: st
     if not isinstance(classes, (list, tuple)) or len(classes) != taxonomy.num_classes:
         return  # another vocabulary than training's: open vocabulary allows it
     for index, (stored, ours) in enumerate(zip(classes, taxonomy.texts)):
-        if str(stored).replace("/", ",").replace("_", " ") != ours:
+        if class_text(str(stored)) != ours:
             raise CheckpointError(
                 f"{source}: class {index} is {stored!r} in the checkpoint's dataset_meta but {ours!r} in "
                 f"{taxonomy.name}; the classifier file and the checkpoint disagree on the class order"
@@ -134,6 +134,7 @@ def import_official(
     *,
     dataset: str | None = None,
     strict: bool = True,
+    contents: Any = None,
     progress: Callable[[str], None] = lambda message: None,
 ) -> tuple[RapSAM, ImportReport]:
     """The official checkpoint + classifier file -> our RapSAM (eval mode) and what was done.
@@ -141,6 +142,7 @@ def import_official(
     `dataset` ("coco" or "coco+ytvis") defaults to the one whose class count the classifier has.
     With `strict`, any official tensor without a place in our model, or any of ours left unfilled,
     is an error that lists them; without it they are reported and the model keeps its init there.
+    `contents` is the checkpoint as `read_pth` returns it, when the caller has read it already.
     """
     checkpoint = Path(checkpoint)
     if classifier is None:
@@ -148,8 +150,9 @@ def import_official(
             f"{checkpoint.name} holds no class embeddings (the official head reads them from a separate file): "
             f"pass --classifier {CLASSIFIER_FILES['coco+ytvis']} (or {CLASSIFIER_FILES['coco']} for COCO's 133 classes)"
         )
-    progress(f"reading {checkpoint}")
-    blob = read_pth(checkpoint)
+    if contents is None:
+        progress(f"reading {checkpoint}")
+    blob = read_pth(checkpoint) if contents is None else contents
     meta = blob.get("meta", {}) if isinstance(blob, dict) else {}
     state = {k.removeprefix("module."): v for k, v in unwrap_state_dict(blob, source=str(checkpoint)).items()}
     if not is_official_state(state):

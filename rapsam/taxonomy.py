@@ -100,6 +100,11 @@ YOUTUBE_VIS_2019_CLASSES = (
 )
 
 
+def class_text(raw: str) -> str:
+    """A dataset's class name in the official comma-separated synonym form ('earless_seal' -> 'earless seal')."""
+    return raw.replace("/", ",").replace("_", " ")
+
+
 def merge_class_texts(
     datasets: list[tuple[tuple[str, ...], tuple[str, ...]]],
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -109,7 +114,7 @@ def merge_class_texts(
     for dataset in datasets:
         for texts, joint in zip(dataset, merged):
             for text in texts:
-                text = text.replace("/", ",").replace("_", " ")
+                text = class_text(text)
                 if not any(set(text.split(",")) & set(known.split(",")) for known in joint):
                     joint.append(text)
     return tuple(merged[0]), tuple(merged[1])
