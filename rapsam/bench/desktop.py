@@ -366,6 +366,10 @@ def cpu_share(result: Measurement, floor_gflops: float | None) -> float | None:
     return result.gflops_per_s / floor_gflops
 
 
+def _cell(value: float | None, width: int, digits: int = 1) -> str:
+    return f"{value:>{width}.{digits}f}" if value is not None else f"{'-':>{width}}"
+
+
 def format_table(results: Results) -> str:
     """The terminal table: one row per measurement, skipped and failed rows with their reason."""
     floor = results.machine.get("cpu_flop_floor_gflops")
@@ -380,14 +384,10 @@ def format_table(results: Results) -> str:
             continue
         lat = m.latency_ms
         share = cpu_share(m, floor) if m.device == "cpu" else None
-
-        def fmt(value: float | None, width: int, digits: int = 1) -> str:
-            return f"{value:>{width}.{digits}f}" if value is not None else f"{'-':>{width}}"
-
         lines.append(
             f"{m.runtime:<14}{m.entry_point:<10}{size:<10}{m.precision:<6}{lat['p50']:>9.1f}{lat['p90']:>9.1f}"
-            f"{lat['p99']:>9.1f}{fmt(m.fps, 8)}{fmt(m.gflops_per_s, 9)}{fmt(share * 100 if share else None, 7, 0)}"
-            f"{fmt(m.first_run_ms, 10, 0)}{fmt(m.peak_rss_mb, 8, 0)}{fmt(m.artifact_mb, 8)}"
+            f"{lat['p99']:>9.1f}{_cell(m.fps, 8)}{_cell(m.gflops_per_s, 9)}{_cell(share * 100 if share else None, 7, 0)}"
+            f"{_cell(m.first_run_ms, 10, 0)}{_cell(m.peak_rss_mb, 8, 0)}{_cell(m.artifact_mb, 8)}"
         )
     machine = results.machine
     gpus = ", ".join(g["name"] for g in machine.get("gpus", []))
