@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -22,3 +24,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def read_json_object(path: Path, *, what: str, error: type[Exception]) -> dict[str, Any]:
+    """The one JSON object a file holds, or `error` naming the file and what is wrong with it."""
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise error(f"{path} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path} holds a {type(data).__name__}, not {what}")
+    return data

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import platform
 import sys
 from collections import Counter
@@ -24,6 +23,7 @@ from rapsam.bench.android import ArtifactFacts, read_manifest, save_and_print, s
 from rapsam.bench.ios import coreml_device
 from rapsam.bench.schema import LATENCY_KEYS, Measurement, Results, ResultsError
 from rapsam.bench.timing import BenchError
+from rapsam.fileio import read_json_object
 
 LATENCY_FROM = "Xcode performance report median"
 _TOP = {"device": str, "os": str, "compute_units": str, "entry_points": dict}
@@ -35,7 +35,10 @@ def load_coreml_report(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"report not found: {path}")
-    report = _from_csv(path) if path.suffix.lower() == ".csv" else _from_json(path)
+    if path.suffix.lower() == ".csv":
+        report = _from_csv(path)
+    else:
+        report = read_json_object(path, what="a report object", error=BenchError)
     for name, kind in _TOP.items():
         if not isinstance(report.get(name), kind):
             raise BenchError(f"{path}: field {name!r} is missing or not a {kind.__name__}")
@@ -51,16 +54,6 @@ def load_coreml_report(path: str | Path) -> dict[str, Any]:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _from_json(path: Path) -> dict[str, Any]:
-    try:
-        report = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise BenchError(f"{path} is not JSON: {exc}") from None
-    if not isinstance(report, dict):
-        raise BenchError(f"{path} holds a {type(report).__name__}, not a report object")
-    return report
 
 
 def _from_csv(path: Path) -> dict[str, Any]:

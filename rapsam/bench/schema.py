@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from rapsam.fileio import atomic_path
+from rapsam.fileio import atomic_path, read_json_object
 
 SCHEMA_VERSION = 1
 Status = Literal["ok", "skipped", "failed"]
@@ -147,12 +147,7 @@ def read_results(path: str | Path) -> Results:
     path = Path(path)
     if not path.is_file():
         raise ResultsError(f"results file not found: {path}")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ResultsError(f"{path} is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ResultsError(f"{path} holds a {type(data).__name__}, not a results object")
+    data = read_json_object(path, what="a results object", error=ResultsError)
     return validate_results(data, source=str(path))
 
 
