@@ -266,7 +266,9 @@ def test_rapsam_import_writes_our_checkpoint(tmp_path: Path, release: tuple[Path
 
 
 @pytest.mark.slow
-def test_convert_imports_the_official_checkpoint_on_the_fly(tmp_path: Path, release: tuple[Path, Path, dict]) -> None:
+def test_convert_imports_the_official_checkpoint_on_the_fly(
+    tmp_path: Path, release: tuple[Path, Path, dict], capsys: pytest.CaptureFixture[str]
+) -> None:
     checkpoint, classifier, _ = release
     code = convert_main([
         "--target", "onnx", "--weights", str(checkpoint), "--classifier", str(classifier),
@@ -278,3 +280,9 @@ def test_convert_imports_the_official_checkpoint_on_the_fly(tmp_path: Path, rele
     assert manifest["model"]["weights"].count("sha256:") == 2  # checkpoint and classifier
     assert len(manifest["classes"]) == 155 and manifest["classes"][0]["synonyms"][:2] == ["person", "child"]
     assert manifest["normalization"]["network_channel_order"] == "RGB"
+    # --check rebuilds the same model from the same two files, and refuses another classifier.
+    folder = str(tmp_path / "rapsam_r50-64x64-onnx")
+    assert convert_main(["--check", folder, "--weights", str(checkpoint), "--classifier", str(classifier)]) == 0
+    other = save_classifier(tmp_path / "other.pth", seed=7)
+    assert convert_main(["--check", folder, "--weights", str(checkpoint), "--classifier", str(other)]) == 2
+    assert f"with --classifier {other} is not what" in capsys.readouterr().err

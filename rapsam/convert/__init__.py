@@ -212,7 +212,8 @@ def check_artifact(
         raise ConversionError(f"{folder} was converted from weights {stored}: pass the same file with --weights")
     seed = int(stored.split("seed=")[1]) if manifest["model"]["random_init"] else 0
     if weights is not None and weights_id(weights, classifier=classifier) != stored:
-        raise ConversionError(f"--weights {weights} is not the file {folder} was converted from ({stored})")
+        given = f"--weights {weights}" + (f" with --classifier {classifier}" if classifier is not None else "")
+        raise ConversionError(f"{given} is not what {folder} was converted from ({stored})")
     converter = get_converter(manifest["target"]["name"])
     net = build_model(manifest["model"]["name"], weights, seed=seed, classifier=classifier, dataset=dataset)
     num_prompts = prompt_slots(manifest) or manifest["prompts"]["max_prompts"]
