@@ -204,6 +204,8 @@ def bench_main(argv: list[str] | None = None) -> int:
                         "fp32,fp16,bf16 with --paper on CUDA)")
     parser.add_argument("--compile-precisions", help="precisions torch-compile runs (default: all of --precisions)")
     parser.add_argument("--compile-mode", help="torch.compile mode (default: reduce-overhead on CUDA, i.e. CUDA graphs)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="PyTorch runtimes on NHWC tensors (often faster for fp16 convolutions on a GPU)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if present")
     parser.add_argument("--threads", type=int, help="CPU threads of every runtime (default: each runtime's own)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls before timing (default 5)")
@@ -214,6 +216,7 @@ def bench_main(argv: list[str] | None = None) -> int:
                         help="measure in this process (default on CUDA; the CPU default is one process each)")
     parser.add_argument("--paper", action="store_true",
                         help="the paper's setting: segment at 1333x800 batch 1 for each table-3 variant")
+    parser.add_argument("--models", help="with --paper: comma list of the variants to run, in that order (default all)")
     parser.add_argument("--out", help="results JSON (default results/bench-<device>[-paper].json)")
     parser.add_argument("--plot", help="also write a PNG chart of the results")
     parser.add_argument("--profile", help="also write torch.profiler tables of each PyTorch measurement to this file")
@@ -235,12 +238,14 @@ def bench_main(argv: list[str] | None = None) -> int:
             "precisions": precisions.split(","),
             "compile_precisions": args.compile_precisions.split(",") if args.compile_precisions else None,
             "compile_mode": args.compile_mode or ("reduce-overhead" if device == "cuda" else None),
+            "channels_last": args.channels_last,
             "threads": args.threads, "warmup": args.warmup, "runs": args.runs, "num_prompts": args.num_prompts,
             "artifacts": args.artifacts, "isolate": args.isolate,
         }
         out = args.out or f"results/bench-{device}{'-paper' if args.paper else ''}.json"
         if args.paper:
-            results = run_paper(device=device, extra_sizes=args.input_size or (), progress=progress,
+            models = args.models.split(",") if args.models else None
+            results = run_paper(device=device, models=models, extra_sizes=args.input_size or (), progress=progress,
                                 save=lambda partial: write_results(partial, out), **options)
         else:
             results = run_desktop(
@@ -259,7 +264,7 @@ def bench_main(argv: list[str] | None = None) -> int:
             tables = [profile_table(MeasureSpec(
                 runtime=m.runtime, device=m.device, model=m.model, entry_point=m.entry_point,
                 input_size=tuple(m.input_size), precision=m.precision, weights=args.weights, threads=args.threads,
-                num_prompts=args.num_prompts, compile_mode=options["compile_mode"],
+                num_prompts=args.num_prompts, compile_mode=options["compile_mode"], channels_last=args.channels_last,
             )) for m in results.measurements if m.status == "ok" and m.runtime in TORCH_RUNTIMES]
             with atomic_path(args.profile) as tmp:
                 tmp.write_text("\n\n".join(tables) + "\n")

@@ -3,17 +3,21 @@ stand-in for torch.cuda. Numbers are checked for consistency, never against a cl
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from rapsam.bench import desktop
 from rapsam.bench.desktop import MeasureSpec, format_table, measure, measure_isolated, paper_table, run_desktop
 from rapsam.bench.machine import cpu_flop_floor, machine_info
 from rapsam.bench.schema import Measurement, Results, ResultsError, latency_summary, read_results, validate_results
-from rapsam.bench.timing import BenchError, CudaEventTimer, HostTimer, resolve_device, time_calls
+from rapsam.bench.timing import BenchError, CudaEventTimer, HostTimer, capture_cuda_graph, resolve_device, time_calls
 from rapsam.cli import bench_main
 from rapsam.complexity import PaperRow
 
@@ -37,9 +41,43 @@ class FakeEvent:
         return end.stamp - self.stamp
 
 
+class FakeGraph:
+    def __init__(self, cuda: FakeCuda) -> None:
+        self.cuda, self.kernels = cuda, None
+
+    def replay(self) -> None:
+        self.cuda.log.append(("replay", self.kernels))
+
+
 class FakeCuda:
+    """torch.cuda's surface that the bench uses; `log` records streams, captures and replays in order."""
+
     def __init__(self, available: bool = True) -> None:
         self.available, self.clock, self.syncs = available, 0.0, 0
+        self.log: list[tuple[str, object]] = []
+        self.stream_name = "default"
+
+    def Stream(self) -> FakeStream:  # noqa: N802 (torch's name)
+        return FakeStream(self, "side")
+
+    def current_stream(self) -> FakeStream:
+        return FakeStream(self, self.stream_name)
+
+    @contextlib.contextmanager
+    def stream(self, stream: FakeStream) -> Iterator[None]:
+        previous, self.stream_name = self.stream_name, stream.name
+        yield
+        self.stream_name = previous
+
+    def CUDAGraph(self) -> FakeGraph:  # noqa: N802
+        return FakeGraph(self)
+
+    @contextlib.contextmanager
+    def graph(self, graph: FakeGraph) -> Iterator[None]:
+        self.stream_name = "capture"
+        yield
+        self.stream_name = "default"
+        graph.kernels = [entry for entry in self.log if entry[0] == "kernel" and entry[1] == "capture"]
 
     def is_available(self) -> bool:
         return self.available
@@ -49,6 +87,14 @@ class FakeCuda:
 
     def synchronize(self) -> None:
         self.syncs += 1
+
+
+class FakeStream:
+    def __init__(self, cuda: FakeCuda, name: str) -> None:
+        self.cuda, self.name = cuda, name
+
+    def wait_stream(self, other: FakeStream) -> None:
+        self.cuda.log.append(("wait", f"{self.name}<-{other.name}"))
 
 
 def test_device_selection() -> None:
@@ -71,6 +117,22 @@ def test_cuda_timer_times_device_work_between_events_and_waits_for_it() -> None:
     samples = time_calls(launch, warmup=1, runs=3, timer=CudaEventTimer(cuda))
     assert samples == [3.0, 5.0, 7.0]  # the warm-up's 2.0 is not timed
     assert cuda.syncs == 4  # every call waited for its end event
+
+
+def test_cuda_graph_warms_up_on_a_side_stream_captures_once_and_replays() -> None:
+    cuda = FakeCuda()
+    outputs = {"masks": "captured buffer"}
+
+    def call() -> dict[str, str]:
+        cuda.log.append(("kernel", cuda.stream_name))
+        return outputs
+
+    replay = capture_cuda_graph(call, warmup=2, cuda=cuda)
+    assert cuda.log == [("wait", "side<-default"), ("kernel", "side"), ("kernel", "side"), ("wait", "default<-side"),
+                        ("kernel", "capture")]
+    cuda.log.clear()
+    assert replay() is outputs and replay() is outputs  # the capture's buffers, refreshed by each replay
+    assert cuda.log == [("replay", [("kernel", "capture")])] * 2  # no Python call of the model again
 
 
 def test_host_timer_and_run_counts() -> None:
@@ -175,12 +237,41 @@ def test_paper_mode_runs_each_table_row(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setattr("rapsam.complexity.PAPER_ROWS", (PaperRow("rapsam_tiny", 0.1, 0.2, a100_fps=40.0),))
     monkeypatch.setattr("rapsam.complexity.PAPER_INPUT_SIZE", SIZE)
     saved = []
-    results = desktop.run_paper(device="cpu", runtimes=["torch-eager"], precisions=["fp32"], warmup=0, runs=2,
-                                isolate=False, save=saved.append)
-    assert [(m.model, m.entry_point, m.input_size) for m in results.measurements] == [("rapsam_tiny", "segment", SIZE)]
-    assert saved and results.settings["paper"] is True
-    table = paper_table(results)
-    assert "rapsam_tiny" in table and "eager fp32" in table and "40.0" in table
+    options = {"device": "cpu", "precisions": ["fp32"], "warmup": 0, "runs": 2, "isolate": False}
+    results = desktop.run_paper(runtimes=["torch-eager", "torch-cudagraph"], save=saved.append, **options)
+    assert [(m.model, m.entry_point, m.input_size, m.runtime, m.status) for m in results.measurements] == [
+        ("rapsam_tiny", "segment", SIZE, "torch-eager", "ok"), ("rapsam_tiny", "segment", SIZE, "torch-cudagraph", "skipped")]
+    assert results.measurements[1].reason == "CUDA graphs replay GPU kernels: use --device cuda"
+    assert saved and results.settings["paper"] is True and results.settings["models"] == ["rapsam_tiny"]
+    nhwc = desktop.run_paper(models=["rapsam_tiny"], runtimes=["torch-eager"], channels_last=True, **options)
+    assert nhwc.measurements[0].options["memory_format"] == "channels_last"
+    merged = dataclasses.replace(results, measurements=[*results.measurements, *nhwc.measurements])
+    table = paper_table(merged)
+    assert "rapsam_tiny" in table and "paper A100 40.0 FPS" in table
+    eager, channels_last = results.measurements[0], nhwc.measurements[0]
+    rows = {line.split()[0] + " " + line.split()[1] + (" NHWC" if "NHWC" in line else ""): line
+            for line in table.splitlines() if line.startswith("  eager")}
+    assert rows["eager fp32"].split()[-1].rstrip("*") == "1.00"
+    assert rows["eager fp32 NHWC"].split()[-1].rstrip("*") == f"{channels_last.fps / eager.fps:.2f}"
+    assert table.count("*") == 1  # the faster of the two
+    with pytest.raises(BenchError, match=r"\['rapsam_r999'\] are not paper variants; valid: rapsam_tiny"):
+        desktop.run_paper(models=["rapsam_r999"], **options)
+
+
+def test_channels_last_computes_what_the_default_layout_does() -> None:
+    from rapsam.checkpoint import build_model
+    from rapsam.export import example_inputs
+
+    model = build_model("rapsam_tiny")
+    inputs = example_inputs(model, "segment", input_size=SIZE, num_prompts=2)
+    outputs = []
+    for channels_last in (False, True):
+        spec = MeasureSpec(runtime="torch-eager", device="cpu", model="rapsam_tiny", entry_point="segment",
+                           input_size=SIZE, channels_last=channels_last)
+        call, _ = desktop._torch_call(spec, model, inputs)
+        outputs.append(call())
+    for default, nhwc in zip(*outputs, strict=True):
+        torch.testing.assert_close(nhwc, default, rtol=1e-4, atol=1e-4)
 
 
 def test_rapsam_bench_cli_writes_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,9 +1,9 @@
 """The desktop harness: the same entry point on the same inputs through every runtime on this machine.
 
 Runtimes: the reference model in PyTorch eager and `torch.compile`, and the artifacts of `rapsam-convert`
-in ONNX Runtime, ExecuTorch (XNNPACK) and LiteRT (XNNPACK). On a GPU: eager in fp32/fp16/bf16,
-`torch.compile` (CUDA graphs with mode "reduce-overhead"), ONNX Runtime's CUDA/TensorRT providers when
-installed. Each measurement is `measure(spec)`: load, first call, warm-up, timed calls. On the CPU each
+in ONNX Runtime, ExecuTorch (XNNPACK) and LiteRT (XNNPACK). On a GPU: eager in fp32/fp16/bf16, the eager
+kernels replayed from one CUDA graph ("torch-cudagraph": no launch overhead, no compiler), `torch.compile`
+(CUDA graphs with mode "reduce-overhead"), ONNX Runtime's CUDA/TensorRT providers when installed. Each measurement is `measure(spec)`: load, first call, warm-up, timed calls. On the CPU each
 runs in its own process by default (`python -m rapsam.bench.worker`), so that its peak RSS is its own and a
 runtime that crashes costs one row, not the run.
 """
@@ -11,6 +11,7 @@ runtime that crashes costs one row, not the run.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import shutil
@@ -28,14 +29,14 @@ import torch
 import rapsam
 from rapsam.bench.machine import machine_info, peak_rss_mb, versions
 from rapsam.bench.schema import Measurement, Results, latency_summary, skipped
-from rapsam.bench.timing import BenchError, resolve_device, time_calls, timer_for
+from rapsam.bench.timing import BenchError, capture_cuda_graph, resolve_device, time_calls, timer_for
 
-TORCH_RUNTIMES = ("torch-eager", "torch-compile")
+TORCH_RUNTIMES = ("torch-eager", "torch-cudagraph", "torch-compile")
 # Artifact runtime -> the rapsam-convert target it runs.
 ARTIFACT_TARGETS = {"onnxruntime": "onnx", "executorch": "executorch", "litert": "tflite"}
 RUNTIMES = (*TORCH_RUNTIMES, *ARTIFACT_TARGETS)
 DEFAULT_CPU_RUNTIMES = ("torch-eager", "onnxruntime", "executorch", "litert")
-DEFAULT_CUDA_RUNTIMES = ("torch-eager", "torch-compile")
+DEFAULT_CUDA_RUNTIMES = TORCH_RUNTIMES
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -57,11 +58,14 @@ class MeasureSpec:
     runs: int = 30
     artifact: str | None = None  # the converted folder, for artifact runtimes
     compile_mode: str | None = None
+    channels_last: bool = False  # PyTorch runtimes: NHWC activations and conv weights
 
     def options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"threads": self.threads or torch.get_num_threads()}
         if self.runtime == "torch-compile":
             options["compile_mode"] = self.compile_mode or "default"
+        if self.runtime in TORCH_RUNTIMES and self.channels_last:
+            options["memory_format"] = "channels_last"
         if self.runtime in ("executorch", "litert"):
             options["delegate"] = "xnnpack"
         if self.runtime == "onnxruntime":
@@ -76,8 +80,15 @@ def _torch_call(spec: MeasureSpec, model: Any, inputs: tuple[torch.Tensor, ...])
     from rapsam.export import get_entry_point
 
     dtype = DTYPES[spec.precision]
+    layout = torch.channels_last if spec.channels_last else torch.contiguous_format
     wrapper = get_entry_point(spec.entry_point).wrapper(model).to(spec.device, dtype).eval()
-    inputs = tuple(x.to(spec.device, dtype if x.is_floating_point() else x.dtype) for x in inputs)
+    wrapper = wrapper.to(memory_format=layout)
+
+    def placed(x: torch.Tensor) -> torch.Tensor:
+        x = x.to(spec.device, dtype if x.is_floating_point() else x.dtype)
+        return x.contiguous(memory_format=layout) if x.dim() == 4 else x
+
+    inputs = tuple(placed(x) for x in inputs)
     if spec.runtime == "torch-compile":
         wrapper = torch.compile(wrapper, mode=spec.compile_mode, fullgraph=True)
 
@@ -85,6 +96,8 @@ def _torch_call(spec: MeasureSpec, model: Any, inputs: tuple[torch.Tensor, ...])
         with torch.inference_mode():
             return wrapper(*inputs)
 
+    if spec.runtime == "torch-cudagraph":
+        return capture_cuda_graph(call), None
     return call, None
 
 
@@ -130,6 +143,11 @@ def measure(spec: MeasureSpec) -> Measurement:
         if spec.threads and spec.runtime in TORCH_RUNTIMES:
             torch.set_num_threads(spec.threads)
         if spec.device == "cuda":
+            # What earlier measurements of this process left (compiled graphs and their CUDA graph pools)
+            # must not count as this one's memory.
+            torch._dynamo.reset()
+            gc.collect()
+            torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         # The reference model makes the inputs for every runtime: all run the same numbers.
         model = build_model(spec.model, spec.weights, seed=spec.seed)
@@ -228,6 +246,7 @@ def run_desktop(
     num_prompts: int = 4,
     compile_mode: str | None = None,
     compile_precisions: Sequence[str] | None = None,
+    channels_last: bool = False,
     artifacts: str | Path = "bench-artifacts",
     isolate: bool | None = None,
     settings: dict[str, Any] | None = None,
@@ -235,7 +254,8 @@ def run_desktop(
 ) -> Results:
     """Every (runtime, precision, size, entry point) on this machine; what cannot run is a skipped row with
     its reason. `isolate` (default: on the CPU) runs each measurement in its own process.
-    `compile_precisions` limits torch-compile (the slow one to prepare) to some of `precisions`."""
+    `compile_precisions` limits torch-compile (the slow one to prepare) to some of `precisions`;
+    `channels_last` runs the PyTorch runtimes on NHWC tensors."""
     from rapsam.checkpoint import build_model
     from rapsam.convert.base import MissingBackendError, get_converter
 
@@ -277,6 +297,7 @@ def run_desktop(
                         runtime=runtime, device=device, model=model, entry_point=entry, input_size=size,
                         precision=precision, weights=weights, num_prompts=num_prompts, threads=threads,
                         warmup=warmup, runs=runs, artifact=str(folder) if folder else None, compile_mode=compile_mode,
+                        channels_last=channels_last,
                     )
                     progress(f"[{runtime}] {entry} {size[0]}x{size[1]} {precision}: {warmup} warm-up + {runs} runs")
                     result = measure_isolated(spec) if isolate else measure(spec)
@@ -293,7 +314,7 @@ def run_desktop(
                   "entry_points": list(entry_points), "runtimes": list(runtimes), "precisions": list(precisions),
                   "device": device, "threads": threads, "warmup": warmup, "runs": runs, "num_prompts": num_prompts,
                   "compile_mode": compile_mode, "compile_precisions": list(compile_precisions or precisions),
-                  "isolated": isolate, **(settings or {})},
+                  "channels_last": channels_last, "isolated": isolate, **(settings or {})},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
 
@@ -301,48 +322,67 @@ def run_desktop(
 def run_paper(
     *,
     device: str = "auto",
+    models: Sequence[str] | None = None,
     extra_sizes: Sequence[tuple[int, int]] = (),
     save: Callable[[Results], None] = lambda results: None,
     progress: Callable[[str], None] = lambda message: None,
     **options: Any,
 ) -> Results:
     """The paper's speed setting (table 3: `segment` at 1333x800, padded to 1344x800 as the official
-    preprocessor does, batch 1) for each of its variants, plus `extra_sizes`; `save` gets the results so far
-    after each variant, so that a run cut short keeps what it measured."""
+    preprocessor does, batch 1) for each of its variants (or `models` of them, in that order), plus
+    `extra_sizes`; `save` gets the results so far after each variant, so that a run cut short keeps what it
+    measured."""
     from rapsam.complexity import PAPER_INPUT_SIZE, PAPER_ROWS, padded_size
 
+    variants = [row.variant for row in PAPER_ROWS]
+    unknown = [m for m in models or () if m not in variants]
+    if unknown:
+        raise BenchError(f"{unknown} are not paper variants; valid: {', '.join(variants)}")
     sizes = [padded_size(*PAPER_INPUT_SIZE), *extra_sizes]
     merged: Results | None = None
-    for row in PAPER_ROWS:
-        progress(f"== {row.variant}")
-        results = run_desktop(model=row.variant, device=device, input_sizes=sizes, entry_points=("segment",),
+    for variant in models or variants:
+        progress(f"== {variant}")
+        results = run_desktop(model=variant, device=device, input_sizes=sizes, entry_points=("segment",),
                               settings={"paper": True}, progress=progress, **options)
         merged = results if merged is None else dataclasses.replace(
             merged, measurements=[*merged.measurements, *results.measurements])
-        merged = dataclasses.replace(merged, settings={**merged.settings, "models": [r.variant for r in PAPER_ROWS]})
+        merged = dataclasses.replace(merged, settings={**merged.settings, "models": list(models or variants)})
         save(merged)
     assert merged is not None
     return merged
 
 
+def _layout(m: Measurement) -> str:
+    return " NHWC" if m.options.get("memory_format") == "channels_last" else ""
+
+
 def paper_table(results: Results) -> str:
-    """Params and GMACs as the paper counts them, and FPS per runtime and precision, beside table 3."""
+    """Per variant: params and GMACs as the paper counts them, then FPS, p50/p99 and peak memory per runtime
+    and precision, with the speed-up over eager fp32 (the best marked *), beside the paper's A100 FPS."""
     from rapsam.checkpoint import build_model
     from rapsam.complexity import PAPER_INPUT_SIZE, PAPER_ROWS, model_cost, padded_size
 
     size = padded_size(*PAPER_INPUT_SIZE)
-    columns = sorted({(m.runtime, m.precision) for m in results.measurements if m.status == "ok"})
-    header = f"{'variant':<22}{'params M':>9}{'paper':>7}{'GMACs':>7}{'paper':>7}" + "".join(
-        f"{(r.removeprefix('torch-') + ' ' + p):>17}" for r, p in columns) + f"{'paper A100':>12}"
-    lines = [f"FPS at {size[0]}x{size[1]}, batch 1, segment", header, "-" * len(header)]
+    header = f"  {'runtime':<22}{'FPS':>9}{'p50 ms':>9}{'p99 ms':>9}{'mem MB':>9}{'x eager fp32':>14}"
+    lines = [f"FPS at {size[0]}x{size[1]}, batch 1, segment (mem: peak CUDA memory on a GPU, else peak RSS)"]
     for row in PAPER_ROWS:
+        rows = [m for m in results.measurements
+                if m.model == row.variant and m.status == "ok" and tuple(m.input_size) == size]
+        if not rows:
+            continue
         cost = model_cost(build_model(row.variant), size)[-1]
-        fps = {(m.runtime, m.precision): m.fps for m in results.measurements
-               if m.model == row.variant and m.status == "ok" and tuple(m.input_size) == size}
-        cells = "".join(f"{fps[c]:>17.1f}" if fps.get(c) else f"{'-':>17}" for c in columns)
-        paper_fps = f"{row.a100_fps:>12.1f}" if row.a100_fps else f"{'-':>12}"
-        lines.append(f"{row.variant:<22}{cost.params / 1e6:>9.2f}{row.params_m:>7.1f}{cost.macs_paper / 1e9:>7.1f}"
-                     f"{row.gmacs:>7.1f}{cells}{paper_fps}")
+        paper_fps = f", paper A100 {row.a100_fps:.1f} FPS" if row.a100_fps else ""
+        title = (f"{row.variant}: {cost.params / 1e6:.2f} M params (paper {row.params_m}), "
+                 f"{cost.macs_paper / 1e9:.1f} GMACs (paper {row.gmacs}){paper_fps}")
+        lines += ["", title, header]
+        base = next((m.fps for m in rows if m.runtime == "torch-eager" and m.precision == "fp32"
+                     and "memory_format" not in m.options), None)
+        best = max(rows, key=lambda m: m.fps or 0.0)
+        for m in rows:
+            speedup = f"{m.fps / base:.2f}{'*' if m is best else ' '}" if base and m.fps else "-"
+            label = f"{m.runtime.removeprefix('torch-')} {m.precision}{_layout(m)}"
+            lines.append(f"  {label:<22}{_cell(m.fps, 9)}{m.latency_ms['p50']:>9.2f}"
+                         f"{m.latency_ms['p99']:>9.2f}{_cell(_memory_mb(m), 9, 0)}{speedup:>14}")
     return "\n".join(lines)
 
 
@@ -352,6 +392,8 @@ def _unsupported(runtime: str, device: str, precision: str) -> str | None:
         return f"{runtime} runs on CPUs and phones, not CUDA (benchmark it with --device cpu)"
     if runtime in ARTIFACT_TARGETS and precision == "bf16":
         return "artifacts are converted in fp32 or fp16"
+    if runtime == "torch-cudagraph" and device != "cuda":
+        return "CUDA graphs replay GPU kernels: use --device cuda"
     if runtime == "torch-compile" and device == "cpu" and not (shutil.which("g++") or shutil.which("c++")):
         return "torch.compile on the CPU needs a C++ compiler (g++) on PATH"
     if device == "cpu" and precision != "fp32" and runtime in TORCH_RUNTIMES:
@@ -370,29 +412,34 @@ def _cell(value: float | None, width: int, digits: int = 1) -> str:
     return f"{value:>{width}.{digits}f}" if value is not None else f"{'-':>{width}}"
 
 
+def _memory_mb(m: Measurement) -> float | None:
+    """Peak CUDA memory of a GPU measurement, peak RSS of the others."""
+    return m.peak_device_mb if m.device == "cuda" else m.peak_rss_mb
+
+
 def format_table(results: Results) -> str:
     """The terminal table: one row per measurement, skipped and failed rows with their reason."""
     floor = results.machine.get("cpu_flop_floor_gflops")
-    header = f"{'runtime':<14}{'entry':<10}{'size':<10}{'prec':<6}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}" \
-             f"{'FPS':>8}{'GFLOP/s':>9}{'floor%':>7}{'first ms':>10}{'RSS MB':>8}{'file MB':>8}"
+    header = f"{'model':<20}{'runtime':<21}{'entry':<10}{'size':<10}{'prec':<6}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}" \
+             f"{'FPS':>8}{'GFLOP/s':>9}{'floor%':>7}{'first ms':>10}{'mem MB':>8}{'file MB':>8}"
     lines = [header, "-" * len(header)]
     notes = []
     for m in results.measurements:
         size = f"{m.input_size[0]}x{m.input_size[1]}"
         if m.status != "ok":
-            notes.append(f"{m.runtime} {m.entry_point} {size} {m.precision}: {m.status}: {m.reason}")
+            notes.append(f"{m.model} {m.runtime} {m.entry_point} {size} {m.precision}: {m.status}: {m.reason}")
             continue
         lat = m.latency_ms
         share = cpu_share(m, floor) if m.device == "cpu" else None
         lines.append(
-            f"{m.runtime:<14}{m.entry_point:<10}{size:<10}{m.precision:<6}{lat['p50']:>9.1f}{lat['p90']:>9.1f}"
-            f"{lat['p99']:>9.1f}{_cell(m.fps, 8)}{_cell(m.gflops_per_s, 9)}{_cell(share * 100 if share else None, 7, 0)}"
-            f"{_cell(m.first_run_ms, 10, 0)}{_cell(m.peak_rss_mb, 8, 0)}{_cell(m.artifact_mb, 8)}"
+            f"{m.model:<20}{m.runtime + _layout(m):<21}{m.entry_point:<10}{size:<10}{m.precision:<6}{lat['p50']:>9.1f}"
+            f"{lat['p90']:>9.1f}{lat['p99']:>9.1f}{_cell(m.fps, 8)}{_cell(m.gflops_per_s, 9)}{_cell(share * 100 if share else None, 7, 0)}"
+            f"{_cell(m.first_run_ms, 10, 0)}{_cell(_memory_mb(m), 8, 0)}{_cell(m.artifact_mb, 8)}"
         )
     machine = results.machine
     gpus = ", ".join(g["name"] for g in machine.get("gpus", []))
     title = f"{machine.get('cpu_model')} ({machine.get('cpu_cores')} cores, fp32 floor {floor} GFLOP/s)" + (
-        f", {gpus}" if gpus else "")
+        f", {gpus} (mem: peak CUDA memory on cuda rows, peak RSS on the others)" if gpus else "")
     return "\n".join([title, *lines, *notes])
 
 

@@ -66,6 +66,29 @@ def synchronize(device: str, *, cuda: Any = torch.cuda) -> None:
         cuda.synchronize()
 
 
+def capture_cuda_graph(fn: Callable[[], Any], *, warmup: int = 3, cuda: Any = torch.cuda) -> Callable[[], Any]:
+    """Record the kernels of one call of `fn` in a CUDA graph; the returned callable replays them with one
+    launch and returns the outputs of the capture (overwritten in place by each replay).
+
+    The warm-up runs on a side stream, as capture requires: cuDNN and cuBLAS choose their algorithms and
+    allocate workspaces there, which a capture may not do."""
+    side = cuda.Stream()
+    side.wait_stream(cuda.current_stream())
+    with cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    cuda.current_stream().wait_stream(side)
+    graph = cuda.CUDAGraph()
+    with cuda.graph(graph):
+        outputs = fn()
+
+    def replay() -> Any:
+        graph.replay()
+        return outputs
+
+    return replay
+
+
 def time_calls(fn: Callable[[], Any], *, warmup: int, runs: int, timer: Timer) -> list[float]:
     """`warmup` untimed calls, then `runs` timed ones: their latencies in milliseconds."""
     if runs < 1:
