@@ -258,6 +258,23 @@ def test_paper_mode_runs_each_table_row(monkeypatch: pytest.MonkeyPatch, tmp_pat
         desktop.run_paper(models=["rapsam_r999"], **options)
 
 
+@pytest.mark.slow
+def test_compiled_frozen_graph_computes_what_eager_does() -> None:
+    from rapsam.checkpoint import build_model
+    from rapsam.export import example_inputs
+
+    model = build_model("rapsam_tiny")
+    inputs = example_inputs(model, "segment", input_size=SIZE, num_prompts=2)
+    outputs = []
+    for runtime in ("torch-eager", "torch-compile"):
+        spec = MeasureSpec(runtime=runtime, device="cpu", model="rapsam_tiny", entry_point="segment", input_size=SIZE)
+        call, _ = desktop._torch_call(spec, model, inputs)
+        outputs.append(call())
+    assert spec.options()["freezing"] is True
+    for eager, compiled in zip(*outputs, strict=True):
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+
+
 def test_channels_last_computes_what_the_default_layout_does() -> None:
     from rapsam.checkpoint import build_model
     from rapsam.export import example_inputs
