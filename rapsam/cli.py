@@ -272,3 +272,86 @@ def bench_main(argv: list[str] | None = None) -> int:
     except (BenchError, ResultsError, KeyError, ValueError) as exc:
         return _fail(str(exc).strip("'\""))
     return 0
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    from rapsam.data import DatasetError
+    from rapsam.training.config import CONFIGS, PAPER_GLOBAL_BATCH, TrainConfigError, load_config
+    from rapsam.training.trainer import TrainingError, train
+
+    parser = argparse.ArgumentParser(
+        prog="rapsam-train",
+        description="Joint co-training (COCO panoptic + COCO-SAM prompts + YouTube-VIS / pseudo-videos). "
+        "One process, or DDP under: torchrun --nproc_per_node=N -m rapsam.training CONFIG",
+    )
+    parser.add_argument("config", help=f"a TOML file or a registered config: {', '.join(sorted(CONFIGS))}")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (repeatable), e.g. --set iterations=100 --set amp=bf16")
+    parser.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt, exactly")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        summary = train(config, resume=args.resume)
+    except (TrainConfigError, TrainingError, DatasetError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    print(f"{summary.iterations} iterations in {summary.seconds:.0f} s: {summary.iterations_per_s:.2f} it/s, "
+          f"{summary.images_per_s:.1f} images/s, peak memory {summary.peak_memory_mb:.0f} MB, "
+          f"final loss {summary.final_loss:.3f}; the paper's 12 epochs at this rate: "
+          f"{summary.paper_schedule_hours:.1f} h on {PAPER_GLOBAL_BATCH // config.batch_size} such processes")
+    if summary.weights is not None:
+        print(f"wrote {summary.weights}")
+        print(f"next: rapsam-eval --weights {summary.weights} --synthetic {config.synthetic}"
+              if config.synthetic else f"next: rapsam-eval --weights {summary.weights} --coco DATA")
+    return 0
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    import json
+
+    from rapsam.data import DatasetError
+    from rapsam.evaluation.evaluate import artifact_predictor, evaluate, results_table, torch_predictor
+    from rapsam.fileio import atomic_path
+
+    parser = argparse.ArgumentParser(
+        prog="rapsam-eval",
+        description="PQ (COCO panoptic), 1-point/box mIoU (COCO-SAM prompts), mAP (YouTube-VIS) of the PyTorch "
+        "model or of a converted artifact through its runtime.",
+    )
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--weights", help="our .safetensors checkpoint (PyTorch)")
+    what.add_argument("--artifact", help="a folder written by rapsam-convert (runs in its runtime)")
+    parser.add_argument("--model", help="registered variant (default: the weights' own, or the default model)")
+    parser.add_argument("--coco", help="COCO panoptic root")
+    parser.add_argument("--ytvis", help="YouTube-VIS 2019 root")
+    parser.add_argument("--synthetic", help="a synthetic data root (its coco/ and ytvis/)")
+    parser.add_argument("--split", default="val", help="val (default) or train")
+    parser.add_argument("--tasks", default="panoptic,prompt,video", help="comma list (default all three)")
+    parser.add_argument("--input-size", type=_size, help="HxW for PyTorch (default: the model's)")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N images / videos")
+    parser.add_argument("--out", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    coco, ytvis = args.coco, args.ytvis
+    if args.synthetic:
+        coco, ytvis = coco or f"{args.synthetic}/coco", ytvis or f"{args.synthetic}/ytvis"
+    if coco is None and ytvis is None:
+        return _fail("give data: --coco ROOT and/or --ytvis ROOT, or --synthetic ROOT")
+    try:
+        if args.artifact:
+            predictor = artifact_predictor(args.artifact)
+        else:
+            from rapsam.checkpoint import build_model
+            from rapsam.convert import DEFAULT_MODEL
+
+            model = build_model(args.model or (None if args.weights else DEFAULT_MODEL), args.weights)
+            predictor = torch_predictor(model, args.input_size)
+        results = evaluate(predictor, coco=coco, ytvis=ytvis, split=args.split,
+                           tasks=tuple(t.strip() for t in args.tasks.split(",")), limit=args.limit,
+                           progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except (DatasetError, FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+        return _fail(str(exc).strip("'\""))
+    print(results_table(results))
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(results, indent=2, default=float) + "\n")
+        print(f"wrote {args.out}")
+    return 0

@@ -102,6 +102,25 @@ _register(
 )
 
 
+# The built-in demo: the smallest EdgeNeXt with a narrower, shorter decoder, trained from scratch on the synthetic
+# shapes data on a 2-core CPU (`rapsam-train demo_edgenext`); its weights ship in rapsam/weights/.
+_register(
+    RapSAMConfig(
+        name="rapsam_edgenext_demo",
+        backbone="edgenext_xx_small",
+        agg_dim=64,
+        hidden_dim=128,
+        num_queries=20,
+        num_heads=4,
+        ffn_channels=512,
+        # Trained from scratch: a linear classifier (no text embeddings to align with).
+        classifier="linear",
+        taxonomy=SHAPES,
+        default_size=(128, 128),
+    )
+)
+
+
 def get_config(name: str) -> RapSAMConfig:
     if name not in VARIANTS:
         raise KeyError(f"unknown model {name!r}; valid names: {', '.join(sorted(VARIANTS))}")

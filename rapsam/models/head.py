@@ -6,6 +6,7 @@ for prompts). Names follow `seg/models/heads/rapsam_head.py` and `mask2former_vi
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -21,6 +22,17 @@ from rapsam.models.decoder import (
 )
 
 POINT, BOX, PADDING = 0, 1, -1
+
+
+class StageOutputs(NamedTuple):
+    """What training supervises: per decoder stage (and, last, the adapter) class logits (B, Q, C+1) and mask
+    logits (B, Q, h, w); the prompt adapter's IoU (B, K) (None for objects); the final queries (B, Q, C)."""
+
+    class_logits: list[torch.Tensor]
+    mask_logits: list[torch.Tensor]
+    iou: torch.Tensor | None
+    queries: torch.Tensor
+
 # mmdet's inverse_sigmoid clamps with this eps; the official head then takes the sigmoid again.
 _BOX_EPS = 1e-5
 
@@ -132,19 +144,24 @@ class RapSAMHead(nn.Module):
 
     def panoptic(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """features (B, C, h, w) -> mask logits (B, N, h, w), class logits (B, N, C+1), queries (B, N, C)."""
+        outputs = self.panoptic_stages(features)
+        return outputs.mask_logits[-1], outputs.class_logits[-1], outputs.queries
+
+    def panoptic_stages(self, features: torch.Tensor) -> StageOutputs:
+        """Every supervised output: each decoder stage, then the object adapter (the inference output)."""
         batch = features.shape[0]
         pixels = PixelFeatures.of(features)
         kernels = self.kernels.weight.unsqueeze(0).expand(batch, -1, -1)
-        _, all_masks, _, kernels = self._decode(pixels, kernels, None)
+        class_logits, all_masks, _, kernels = self._decode(pixels, kernels, None)
         # Object adapter: pooling + dynamic conv on the last stage's masks.
         kernels = self.panoptic_attn(hard_mask_pool(all_masks[-1], pixels), kernels)
-        mask_logits = pixels.unflatten(pixels.masks(kernels))
+        all_masks.append(pixels.masks(kernels))
         # The adapter's logits are not divided by the stage temperature, as in the official head.
         if self.open_vocab:
-            class_logits = open_vocab_logits(self.panoptic_cls(kernels), self.mask_heads[0].fc_cls)
+            class_logits.append(open_vocab_logits(self.panoptic_cls(kernels), self.mask_heads[0].fc_cls))
         else:
-            class_logits = self.panoptic_cls(kernels)
-        return mask_logits, class_logits, kernels
+            class_logits.append(self.panoptic_cls(kernels))
+        return StageOutputs(class_logits, [pixels.unflatten(m) for m in all_masks], None, kernels)
 
     def prompt_queries(self, boxes: torch.Tensor, kinds: torch.Tensor, *, height: int, width: int) -> torch.Tensor:
         """boxes (B, K, 4) pixel xyxy, kinds (B, K) in {0 point, 1 box, -1 padding} -> queries (B, K, C)."""
@@ -164,17 +181,25 @@ class RapSAMHead(nn.Module):
         Prompts never see each other (self-attention only on the diagonal), so each slot's answer is
         independent of the others and padded slots change nothing; their outputs are blanked.
         """
+        outputs = self.prompt_stages(features, boxes, kinds)
+        valid = kinds >= 0
+        mask_logits = outputs.mask_logits[-1]
+        mask_logits = torch.where(valid[..., None, None], mask_logits, torch.full_like(mask_logits, MASKED_LOGIT))
+        assert outputs.iou is not None
+        return mask_logits, torch.where(valid, outputs.iou, torch.zeros_like(outputs.iou))
+
+    def prompt_stages(self, features: torch.Tensor, boxes: torch.Tensor, kinds: torch.Tensor) -> StageOutputs:
+        """Every supervised prompt output: each decoder stage's masks, then the prompt adapter's masks and IoU;
+        padded slots are not blanked (training masks them out of the loss)."""
         height, width = features.shape[-2] * 4, features.shape[-1] * 4
         kernels = self.prompt_queries(boxes, kinds, height=height, width=width)
         num_prompts = kernels.shape[1]
         eye = torch.eye(num_prompts, dtype=features.dtype, device=features.device)
         attn_bias = (1 - eye) * MASKED_LOGIT
         pixels = PixelFeatures.of(features)
-        _, _, _, kernels = self._decode(pixels, kernels, attn_bias)
+        class_logits, all_masks, _, kernels = self._decode(pixels, kernels, attn_bias)
         # Prompt adapter: cross-attention from each prompt to every pixel of F.
         kernels = self.prompt_norm(self.prompt_attn(kernels, pixels.pixels_first))
         iou = self.prompt_iou(kernels).squeeze(-1)  # (B, K)
-        mask_logits = pixels.unflatten(pixels.masks(kernels))
-        valid = kinds >= 0
-        mask_logits = torch.where(valid[..., None, None], mask_logits, torch.full_like(mask_logits, MASKED_LOGIT))
-        return mask_logits, torch.where(valid, iou, torch.zeros_like(iou))
+        all_masks.append(pixels.masks(kernels))
+        return StageOutputs(class_logits, [pixels.unflatten(m) for m in all_masks], iou, kernels)
