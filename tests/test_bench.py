@@ -259,7 +259,7 @@ def test_paper_mode_runs_each_table_row(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 
 @pytest.mark.slow
-def test_compiled_frozen_graph_computes_what_eager_does() -> None:
+def test_compiled_graph_computes_what_eager_does() -> None:
     from rapsam.checkpoint import build_model
     from rapsam.export import example_inputs
 
@@ -270,7 +270,7 @@ def test_compiled_frozen_graph_computes_what_eager_does() -> None:
         spec = MeasureSpec(runtime=runtime, device="cpu", model="rapsam_tiny", entry_point="segment", input_size=SIZE)
         call, _ = desktop._torch_call(spec, model, inputs)
         outputs.append(call())
-    assert spec.options()["freezing"] is True
+    assert spec.options()["compile_mode"] == "default"
     for eager, compiled in zip(*outputs, strict=True):
         torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
 

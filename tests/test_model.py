@@ -230,3 +230,17 @@ def test_hard_mask_is_the_logit_threshold_for_every_normal_float(dtype: torch.dt
     logits = torch.cat([edges, torch.randn(10_000) * 10.0 ** torch.randint(-3, 4, (10_000,))]).to(dtype)
     logits = logits[(logits.abs() >= info.tiny) | (logits == 0)]  # subnormals excepted, as documented
     assert torch.equal(hard_mask(logits), (logits > 0).to(dtype))
+
+
+def test_mask_pooling_has_no_gradient_through_the_binary_mask() -> None:
+    """Logits of exactly 0 sit on the clamp's edge, where its slope is 1/tiny: bf16 training overflowed there
+    (NaN at the fourth step on the GPU). The binary mask is a selection; only the features get gradients."""
+    from rapsam.models.decoder import PixelFeatures, hard_mask_pool
+
+    logits = torch.tensor([[[0.0, 2.0, -1.0, 0.0]]], dtype=torch.bfloat16, requires_grad=True)
+    features = torch.randn(1, 3, 2, 2, dtype=torch.bfloat16, requires_grad=True)
+    pooled = hard_mask_pool(logits, PixelFeatures.of(features))
+    torch.testing.assert_close(pooled, features.flatten(2)[:, :, 1][:, None].detach())  # only the logit-2 pixel
+    (pooled.float() * 1e3).sum().backward()
+    assert logits.grad is None
+    assert torch.isfinite(features.grad).all() and features.grad.flatten(2)[0, :, 1].eq(1e3).all()

@@ -130,7 +130,7 @@ class IterationBatches(torch.utils.data.Dataset):
     def _video_batch(self, clips: list[VideoSample], rngs: list[np.random.Generator]) -> VideoBatch:
         frames = torch.stack([torch.stack([_image_tensor(f) for f in clip.frames]) for clip in clips])
         # (N, T, S, S) -> (N, T*S, S): frames stacked along the height, as the tube features are.
-        targets = [_target(c.labels, c.masks.reshape(len(c.labels), c.masks.shape[1] * c.masks.shape[2], -1))
+        targets = [_target(c.labels, c.masks.reshape(len(c.labels), c.masks.shape[1] * c.masks.shape[2], c.masks.shape[3]))
                    for c in clips]
         return VideoBatch(frames=frames, targets=targets)
 

@@ -249,10 +249,11 @@ def train(
         total_loss = float(loss.detach())
         if done % config.log_every == 0 or done == config.iterations:
             now = time.perf_counter()
-            record = {"iteration": done, "loss": total_loss, "lr": scheduler.get_last_lr()[0],
+            # The base rate (the head's): group 0 holds the backbone, at backbone_lr_mult of it.
+            record = {"iteration": done, "loss": total_loss, "lr": config.lr * lr_factor(done, config),
                       "grad_norm": float(grad_norm), "seconds": now - started,
                       "task": "video" if isinstance(batch, VideoBatch) else "image",
-                      **{k: float(v) for k, v in losses.items()}}
+                      **{k: float(v.detach()) for k, v in losses.items()}}
             logger.write(record)
             log(f"[{done}/{config.iterations}] loss {total_loss:.3f} lr {record['lr']:.2e} "
                 f"{config.log_every / max(now - last_time, 1e-9):.2f} it/s")
