@@ -137,11 +137,14 @@ def build_training_model(config: TrainConfig) -> RapSAM:
 def parameter_groups(model: RapSAM, config: TrainConfig) -> list[dict[str, Any]]:
     """No weight decay on norms, biases and embeddings (as the official paramwise config); the backbone at
     `backbone_lr_mult` of the rate."""
+    exempt = {id(p) for m in model.modules()
+              if isinstance(m, (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._NormBase))
+              for p in m.parameters(recurse=False)}
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        no_decay = param.ndim <= 1 or "norm" in name or "embedding" in name or name.endswith("kernels.weight")
+        no_decay = param.ndim <= 1 or id(param) in exempt
         groups.setdefault((name.startswith("backbone."), no_decay), []).append(param)
     return [{"params": params, "lr": config.lr * (config.backbone_lr_mult if backbone else 1.0),
              "weight_decay": 0.0 if no_decay else config.weight_decay}
