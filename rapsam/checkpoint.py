@@ -133,6 +133,15 @@ def read_class_embeddings(path: str | Path) -> torch.Tensor:
     return tensor.float()
 
 
+BUILTIN_WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+def builtin_weights(name: str) -> Path | None:
+    """The weights that ship with the package for a registered variant (the demo's), or None."""
+    path = BUILTIN_WEIGHTS_DIR / f"{name}.safetensors"
+    return path if path.is_file() else None
+
+
 def weights_id(weights: str | Path | None, seed: int = 0, classifier: str | Path | None = None) -> str:
     """What the manifest calls the weights: the file's sha256 (and the classifier's, for an official
     checkpoint imported on the fly), or the seed of a random init."""

@@ -7,6 +7,9 @@ import sys
 
 from rapsam.config import VARIANTS
 
+# rapsam-bench's default: the paper's mobile variant (the demo model is too small to say much about speed).
+BENCH_MODEL = "rapsam_edgenext_s"
+
 
 def _size(text: str) -> tuple[int, int]:
     try:
@@ -76,7 +79,7 @@ _TARGET_FLAGS = {
 
 
 def convert_main(argv: list[str] | None = None) -> int:
-    from rapsam.convert import DEFAULT_INPUT_SIZE, DEFAULT_MODEL, check_artifact, convert
+    from rapsam.convert import DEFAULT_MODEL, check_artifact, convert
     from rapsam.convert.base import TARGET_MODULES, ConversionError
     from rapsam.export import ENTRY_POINTS
     from rapsam.models.backbones.pretrained import CheckpointError
@@ -89,11 +92,14 @@ def convert_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", metavar="FOLDER", help="re-run the parity check on a converted folder")
     parser.add_argument("--model", help=f"registered variant (default {DEFAULT_MODEL}, or the one in --weights)")
     parser.add_argument("--weights", help="our .safetensors checkpoint, or the official rapsam_r50_12e.pth with "
-                        "--classifier (default: seeded random init, said in the manifest)")
+                        "--classifier (default: the built-in weights of the demo model; a seeded random init, "
+                        "said in the manifest, for the other variants)")
+    parser.add_argument("--random-init", action="store_true", help="ignore built-in weights: a seeded random init")
     parser.add_argument("--classifier", help="official .pth weights: the class text-embedding file (see rapsam-import)")
     parser.add_argument("--dataset", help="official .pth weights: coco or coco+ytvis (default: from the classifier)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random init without --weights")
-    parser.add_argument("--input-size", type=_size, default=DEFAULT_INPUT_SIZE, help="HxW, multiples of 32 (default 512x512)")
+    parser.add_argument("--input-size", type=_size, help="HxW, multiples of 32 (default: the model's, 512x512; "
+                        "128x128 for the demo)")
     parser.add_argument("--entry-points", default=",".join(ENTRY_POINTS), help="comma list (default all four)")
     parser.add_argument("--num-prompts", type=int, default=4, help="K, prompt slots of the prompt entry point (default 4)")
     parser.add_argument("--precision", choices=["fp32", "fp16"], help="default: fp16 for coreml, fp32 elsewhere")
@@ -103,6 +109,7 @@ def convert_main(argv: list[str] | None = None) -> int:
     for key, (flag, kwargs) in _TARGET_FLAGS.items():
         parser.add_argument(flag, dest=key, **kwargs)
     parser.add_argument("--no-simplify", dest="simplify", action="store_false", default=None, help="onnx: skip onnxsim")
+    _quantize_arguments(parser)
     args = parser.parse_args(argv)
     if (args.target is None) == (args.check is None):
         parser.error("give exactly one of --target or --check")
@@ -116,7 +123,9 @@ def convert_main(argv: list[str] | None = None) -> int:
             seed=args.seed, input_size=args.input_size,
             entry_points=[e.strip() for e in args.entry_points.split(",") if e.strip()],
             num_prompts=args.num_prompts, precision=args.precision, out_dir=args.out,
-            parity=not args.no_parity, parity_gate=not args.no_parity_gate, options=options,
+            parity=not args.no_parity, parity_gate=not args.no_parity_gate, random_init=args.random_init,
+            quantize=args.quantize, calib=args.calib, calib_count=args.calib_count, keep_float=args.keep_float,
+            eval_data=args.eval_data, keep_accuracy=args.keep_accuracy, options=options,
         )
     except (ConversionError, CheckpointError, KeyError, ValueError) as exc:
         return _fail(str(exc).strip("'\""))
@@ -186,7 +195,6 @@ def bench_main(argv: list[str] | None = None) -> int:
     )
     from rapsam.bench.schema import ResultsError, write_results
     from rapsam.bench.timing import BenchError, resolve_device
-    from rapsam.convert import DEFAULT_MODEL
     from rapsam.fileio import atomic_path
 
     parser = argparse.ArgumentParser(
@@ -194,7 +202,7 @@ def bench_main(argv: list[str] | None = None) -> int:
         description="Latency of RAP-SAM per runtime, entry point and input size: this machine (default), "
         "a phone (android, ios), or a merged report of results files (report).",
     )
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"registered variant (default {DEFAULT_MODEL})")
+    parser.add_argument("--model", default=BENCH_MODEL, help=f"registered variant (default {BENCH_MODEL})")
     parser.add_argument("--weights", help="our .safetensors checkpoint (default: seeded random init; speed is the same)")
     parser.add_argument("--input-size", type=_size, action="append", help="HxW, repeatable (default 512x512)")
     parser.add_argument("--entry-points", default="encode,panoptic,prompt,segment", help="comma list (default all four)")
@@ -274,6 +282,40 @@ def bench_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("quantization (rapsam-quantize lists every target's schemes)")
+    group.add_argument("--quantize", metavar="SCHEME", help="quantize with this scheme of the target")
+    group.add_argument("--calib", metavar="DATA", help="calibration data: an image folder, a COCO panoptic root, "
+                       "or 'synthetic'")
+    group.add_argument("--calib-count", type=int, default=64, help="calibration images (default 64)")
+    group.add_argument("--keep-float", action="append", default=[], metavar="PATTERN",
+                       help="module names (fnmatch) left in float, e.g. 'panoptic_head.prompt_*' (repeatable)")
+    group.add_argument("--eval-data", metavar="DATA", help="held-out data of the accuracy gate (default: the "
+                       "synthetic scenes for the demo model; COCO val for the others)")
+    group.add_argument("--keep-accuracy", type=float, default=0.95,
+                       help="the gate: the fraction of fp32 PQ and prompt mIoU to keep (default 0.95)")
+
+
+def quantize_main(argv: list[str] | None = None) -> int:
+    """`rapsam-quantize`: the schemes of every target, or (with --target) rapsam-convert --quantize."""
+    from rapsam.quantize.base import QUANTIZER_MODULES, QuantizationError, get_quantizer
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--target" in args or any(a.startswith("--target=") for a in args):
+        return convert_main(args)
+    for target in QUANTIZER_MODULES:
+        try:
+            quantizer = get_quantizer(target)
+        except (QuantizationError, ImportError) as exc:
+            print(f"{target}: unavailable ({exc})")
+            continue
+        for scheme, meaning in quantizer.schemes.items():
+            calibrated = " (calibrated: --calib DATA)" if scheme in quantizer.calibrated else ""
+            print(f"{target:<11} {scheme:<14} {meaning}{calibrated}")
+    print("usage: rapsam-quantize --target T --quantize SCHEME [--calib DATA]  (= rapsam-convert --quantize)")
+    return 0
+
+
 def train_main(argv: list[str] | None = None) -> int:
     from rapsam.data import DatasetError
     from rapsam.training.config import CONFIGS, PAPER_GLOBAL_BATCH, TrainConfigError, load_config
@@ -342,7 +384,10 @@ def eval_main(argv: list[str] | None = None) -> int:
             from rapsam.checkpoint import build_model
             from rapsam.convert import DEFAULT_MODEL
 
-            model = build_model(args.model or (None if args.weights else DEFAULT_MODEL), args.weights)
+            from rapsam.checkpoint import builtin_weights
+
+            weights = args.weights or builtin_weights(args.model or DEFAULT_MODEL)
+            model = build_model(args.model or (None if weights else DEFAULT_MODEL), weights)
             predictor = torch_predictor(model, args.input_size)
         results = evaluate(predictor, coco=coco, ytvis=ytvis, split=args.split,
                            tasks=tuple(t.strip() for t in args.tasks.split(",")), limit=args.limit,

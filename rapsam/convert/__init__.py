@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rapsam.checkpoint import build_model, weights_id
+from rapsam.checkpoint import build_model, builtin_weights, weights_id
 from rapsam.convert.base import (
     PRECISIONS,
     TARGET_MODULES,
@@ -35,8 +35,9 @@ from rapsam.convert.parity import ParityReport, check_parity
 from rapsam.export import ENTRY_POINTS
 from rapsam.inference import check_input_size
 
-DEFAULT_MODEL = "rapsam_edgenext_s"
-DEFAULT_INPUT_SIZE = (512, 512)
+# The built-in demo: trained on the synthetic shapes data, its weights ship in rapsam/weights/, so that a default
+# artifact segments real scenes instead of noise.
+DEFAULT_MODEL = "rapsam_edgenext_demo"
 
 __all__ = ["DEFAULT_MODEL", "ConversionError", "ConversionResult", "MissingBackendError", "check_artifact", "convert"]
 
@@ -89,23 +90,51 @@ def convert(
     classifier: str | Path | None = None,
     dataset: str | None = None,
     seed: int = 0,
-    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
+    input_size: tuple[int, int] | None = None,
     entry_points: Sequence[str] = tuple(ENTRY_POINTS),
     num_prompts: int = 4,
     precision: str | None = None,
     out_dir: str | Path = "artifacts",
     parity: bool = True,
     parity_gate: bool = True,
+    random_init: bool = False,
+    quantize: str | None = None,
+    calib: str | Path | None = None,
+    calib_count: int = 64,
+    keep_float: Sequence[str] = (),
+    eval_data: str | Path | None = None,
+    keep_accuracy: float = 0.95,
     options: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] = _log,
 ) -> list[ConversionResult]:
     """Convert one target (or "all") and return what was written. Raises ConversionError on bad input.
 
     `weights` is our checkpoint, or the authors' released `.pth` with its `classifier` file (and
-    optionally `dataset`), imported on the fly as `rapsam-import` would."""
+    optionally `dataset`), imported on the fly as `rapsam-import` would. Without weights, a variant with
+    built-in weights (the default, the demo) uses them unless `random_init`; the others are a seeded random
+    init. `input_size` defaults to the variant's own.
+
+    `quantize` names a scheme of the target's quantizer (rapsam.quantize), calibrated on `calib` (an image
+    folder, a COCO panoptic root or "synthetic") where the scheme needs it; the artifact is then also scored
+    against the fp32 model on held-out data (`eval_data`) and kept only if it holds `keep_accuracy` of its PQ
+    and prompt mIoU (unless `parity_gate` is off)."""
     targets = _resolve_targets(target)
     converters = {t: get_converter(t) for t in targets}  # fails fast, before any work, on missing packages
-    input_size = check_input_size(tuple(input_size))
+    if input_size is not None:
+        input_size = check_input_size(tuple(input_size))
+    quantizer = None
+    if quantize is not None:
+        from rapsam.quantize.base import QuantizationError, get_quantizer
+
+        if len(targets) != 1:
+            raise ConversionError("--quantize takes one --target, not all")
+        quantizer = get_quantizer(targets[0])
+        if quantize not in quantizer.schemes:
+            raise QuantizationError(f"target {targets[0]} has no scheme {quantize!r}; "
+                                    f"it has {', '.join(quantizer.schemes)}")
+        if quantize in quantizer.calibrated and calib is None:
+            raise QuantizationError(f"scheme {quantize} is calibrated: give --calib DATA "
+                                    "(an image folder, a COCO panoptic root, or 'synthetic')")
     unknown = [e for e in entry_points if e not in ENTRY_POINTS]
     if unknown or not entry_points:
         raise ConversionError(f"unknown entry points {unknown}; valid: {', '.join(ENTRY_POINTS)}")
@@ -119,11 +148,23 @@ def convert(
             raise ConversionError(f"target {t} has no options {sorted(unknown_options)}; "
                                   f"it takes {sorted(converter.option_defaults) or 'none'}")
 
+    if weights is None and not random_init:
+        weights = builtin_weights(model or DEFAULT_MODEL)
     net = build_model(model or (None if weights else DEFAULT_MODEL), weights, seed=seed, classifier=classifier,
                       dataset=dataset)
+    input_size = input_size or check_input_size(tuple(net.config.default_size))
     weights_name = weights_id(weights, seed, classifier)
     if weights is None:
         progress(f"note: no --weights given: {net.config.name} is a random init (seed {seed}); the manifest says so")
+    calibration = None
+    if quantizer is not None and quantize in quantizer.calibrated:
+        from rapsam.quantize.calibration import load_calibration
+
+        assert calib is not None
+        calibration = load_calibration(calib, net, input_size=input_size, num_prompts=num_prompts,
+                                       entry_points=tuple(entry_points), count=calib_count, progress=progress)
+    quantization = None if quantizer is None or quantize is None else Quantization(
+        quantizer, quantize, calibration, tuple(keep_float), eval_data, keep_accuracy)
     results = []
     for t, converter in converters.items():
         request = TargetRequest(
@@ -132,13 +173,28 @@ def convert(
             options={k: v for k, v in {**converter.option_defaults, **(options or {})}.items()
                      if k in converter.option_defaults},
         )
-        results.append(_convert_one(net, converter, request, Path(out_dir), weights_name, parity, parity_gate, progress))
+        results.append(_convert_one(net, converter, request, Path(out_dir), weights_name, parity, parity_gate,
+                                    progress, quantization))
     return results
 
 
-def _convert_one(net, converter, request, out_dir, weights_name, run_parity, parity_gate, progress) -> ConversionResult:
+@dataclass(frozen=True)
+class Quantization:
+    """What `convert(quantize=...)` hands each conversion: the toolchain, scheme, data and gate."""
+
+    quantizer: Any
+    scheme: str
+    calibration: Any
+    keep_float: tuple[str, ...]
+    eval_data: str | Path | None
+    keep_accuracy: float
+
+
+def _convert_one(net, converter, request, out_dir, weights_name, run_parity, parity_gate, progress,
+                 quantization: Quantization | None = None) -> ConversionResult:
     height, width = request.input_size
-    final = out_dir / f"{net.config.name}-{height}x{width}-{converter.name}"
+    scheme = f"-{quantization.scheme}" if quantization is not None else ""
+    final = out_dir / f"{net.config.name}-{height}x{width}-{converter.name}{scheme}"
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
     staging.chmod(0o755)  # mkdtemp makes it private; the artifact is meant to be shared
@@ -146,17 +202,31 @@ def _convert_one(net, converter, request, out_dir, weights_name, run_parity, par
         started = time.perf_counter()
         progress(f"[{converter.name}] converting {', '.join(request.entry_points)} at {height}x{width}, {request.precision}")
         with _quiet_backends():
-            files = converter.convert(net, request, staging)
+            if quantization is None:
+                files = converter.convert(net, request, staging)
+            else:
+                files = quantization.quantizer.quantize(net, request, quantization.scheme, quantization.calibration,
+                                                        staging, quantization.keep_float)
         progress(f"[{converter.name}] converted in {time.perf_counter() - started:.1f}s")
         manifest = build_manifest(net, target=converter.name, request=request, files=files,
                                   weights=weights_name, converter_versions=converter.versions())
+        parity_precision = request.precision
+        if quantization is not None:
+            parity_precision = "int8"
+            calibration = quantization.calibration
+            manifest["precision"]["quantization"] = {
+                "scheme": quantization.scheme,
+                "calibration": None if calibration is None else {
+                    "source": calibration.source, "samples": len(calibration), "sha256": calibration.digest},
+                "kept_float": list(files.info.get("kept_float", [])),
+            }
         report = None
         if run_parity:
             started = time.perf_counter()
             runner = converter.open(staging, files)
             report = check_parity(
                 net, runner, target=converter.name, entry_points=request.entry_points,
-                input_size=request.input_size, num_prompts=request.num_prompts, precision=request.precision,
+                input_size=request.input_size, num_prompts=request.num_prompts, precision=parity_precision,
                 progress=lambda m: progress(f"[{converter.name}] {m}"),
             )
             progress(report.table())
@@ -166,12 +236,27 @@ def _convert_one(net, converter, request, out_dir, weights_name, run_parity, par
             if gate == "failed" and not parity_gate:
                 gate = "failed_ignored"  # --no-parity-gate: kept, and marked
             manifest["parity"] = {"gate": gate, **report.to_dict()}
+        accurate = True
+        if quantization is not None and run_parity:
+            from rapsam.quantize.accuracy import accuracy_report
+
+            accuracy = accuracy_report(
+                net, converter.open(staging, files), input_size=request.input_size, prompt_slots=request.num_prompts,
+                data=quantization.eval_data, keep=quantization.keep_accuracy,
+                progress=lambda m: progress(f"[{converter.name}] {m}"))
+            progress(accuracy.table())
+            (staging / "accuracy.json").write_text(json.dumps(accuracy.to_dict(), indent=2, sort_keys=True) + "\n")
+            manifest["precision"]["quantization"]["accuracy"] = accuracy.to_dict()
+            accurate = accuracy.passed
         validate_manifest(manifest)
         text = dumps(manifest)
         converter.embed_manifest(staging, files, text)
         (staging / "manifest.json").write_text(text)
         if report is not None and report.ran and not report.passed and parity_gate:
             progress(f"[{converter.name}] parity gate failed: nothing written to {final}")
+            return ConversionResult(converter.name, final, manifest, report, written=False)
+        if not accurate and parity_gate:
+            progress(f"[{converter.name}] accuracy gate failed: nothing written to {final}")
             return ConversionResult(converter.name, final, manifest, report, written=False)
         _replace_folder(staging, final)
         progress(f"[{converter.name}] wrote {final}")
@@ -208,6 +293,9 @@ def check_artifact(
     manifest = json.loads(manifest_path.read_text())
     validate_manifest(manifest)
     stored = manifest["model"]["weights"]
+    builtin = builtin_weights(manifest["model"]["name"])
+    if weights is None and builtin is not None and weights_id(builtin) == stored:
+        weights = builtin
     if weights is None and not manifest["model"]["random_init"]:
         raise ConversionError(f"{folder} was converted from weights {stored}: pass the same file with --weights")
     seed = int(stored.split("seed=")[1]) if manifest["model"]["random_init"] else 0

@@ -43,6 +43,9 @@ class Tolerance:
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(mask_iou=0.999, cosine=0.99999, relative_error=1e-2, class_top1=0.99, iou_abs_error=1e-3, panoptic_agreement=0.999),
     "fp16": Tolerance(mask_iou=0.98, cosine=0.999, relative_error=5e-2, class_top1=0.95, iou_abs_error=2e-2, panoptic_agreement=0.98),
+    # Quantized artifacts: parity only catches a broken artifact; what int8 costs is judged by the task metrics
+    # (rapsam.quantize.accuracy), which gate it.
+    "int8": Tolerance(mask_iou=0.5, cosine=0.9, relative_error=0.5, class_top1=0.5, iou_abs_error=0.5, panoptic_agreement=0.5),
 }
 
 

@@ -69,7 +69,9 @@ def artifact_predictor(folder: str | Path) -> Predictor:
                      (pad[0], pad[1], pad[2]))
 
 
-def _panoptic(predictor: Predictor, image: np.ndarray, thresholds: PanopticThresholds) -> tuple[PanopticResult, np.ndarray]:
+def _panoptic(
+    predictor: Predictor, image: np.ndarray, thresholds: PanopticThresholds
+) -> tuple[PanopticResult, np.ndarray]:
     x, box = letterbox(image, predictor.input_size, predictor.pad_value)
     out = predictor.runner.run("segment", {"image": x.numpy()})
     logits = upsample_mask_logits(torch.from_numpy(out["mask_logits"][0]), input_size=box.input_size,

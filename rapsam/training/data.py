@@ -101,7 +101,7 @@ class IterationBatches(torch.utils.data.Dataset):
                                 config.batch_size, len(source))
         rngs = [np.random.default_rng((config.seed, iteration, self.rank, j)) for j in range(config.batch_size)]
         if video:
-            return self._video_batch([self._clip(source, i, rng) for i, rng in zip(indices, rngs)], rngs)
+            return self._video_batch([self._clip(source, i, rng) for i, rng in zip(indices, rngs)])
         return self._image_batch([self._augment(source[i], rng) for i, rng in zip(indices, rngs)], rngs)
 
     def _clip(self, source: Any, index: int, rng: np.random.Generator) -> VideoSample:
@@ -127,11 +127,11 @@ class IterationBatches(torch.utils.data.Dataset):
             prompt_masks=torch.stack([torch.from_numpy(p[2]) for p in prompts]),
         )
 
-    def _video_batch(self, clips: list[VideoSample], rngs: list[np.random.Generator]) -> VideoBatch:
+    def _video_batch(self, clips: list[VideoSample]) -> VideoBatch:
         frames = torch.stack([torch.stack([_image_tensor(f) for f in clip.frames]) for clip in clips])
         # (N, T, S, S) -> (N, T*S, S): frames stacked along the height, as the tube features are.
-        targets = [_target(c.labels, c.masks.reshape(len(c.labels), c.masks.shape[1] * c.masks.shape[2], c.masks.shape[3]))
-                   for c in clips]
+        tubes = [c.masks.reshape(len(c.labels), c.masks.shape[1] * c.masks.shape[2], c.masks.shape[3]) for c in clips]
+        targets = [_target(c.labels, masks) for c, masks in zip(clips, tubes)]
         return VideoBatch(frames=frames, targets=targets)
 
 

@@ -219,7 +219,7 @@ def train(
     )
     amp = torch.autocast(device.type, dtype=AMP_DTYPES[config.amp]) if config.amp != "none" else nullcontext()
     logger = _Logger(output, enabled=env.main)
-    started, last_time, images, total_loss = time.perf_counter(), time.perf_counter(), 0, math.nan
+    started, last_time, total_loss = time.perf_counter(), time.perf_counter(), math.nan
     # Speed is counted from here on: the first iterations autotune cuDNN, grow the allocator, start the loader.
     steady_from = start + min(10, (config.iterations - start) // 5)
     steady_start, steady_images = started, 0
