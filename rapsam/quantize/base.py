@@ -1,0 +1,91 @@
+"""The one interface every quantizing toolchain implements, and the calibration data they share.
+
+A quantizer writes the same file format as its target's converter (so `get_converter(target).open` runs it
+and the shared manifest, parity checker and folder swap of `rapsam.convert` apply unchanged); it only takes a
+scheme and, for the calibrated schemes, a `Calibration`: the contract inputs of every entry point on real
+images, made once by the fp32 model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from rapsam.convert.base import ConversionError, ConvertedFiles, TargetRequest
+from rapsam.models.rapsam import RapSAM
+
+
+class QuantizationError(ConversionError):
+    """A quantization that cannot go on: one line naming the fix (an unknown scheme lists the valid ones)."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Calibration inputs by entry point, each a list of feeds {contract input name: array} (batch 1).
+
+    `encode`/`segment` get letterboxed images (1, 3, H, W) float32 RGB 0..255; `panoptic` the fp32 model's
+    features of the same images; `prompt` those features with prompts (1, K, 4) / kinds (1, K) sampled on the
+    images' ground-truth masks (or at random where the source has none). `digest` is the sha256 of every
+    array in order: what the manifest records, so that the same data always names the same calibration.
+    """
+
+    feeds: Mapping[str, Sequence[Mapping[str, np.ndarray]]]
+    source: str
+    digest: str
+
+    def __len__(self) -> int:
+        return len(next(iter(self.feeds.values()), ()))
+
+
+class Quantizer(Protocol):
+    target: str  # the --target it quantizes for
+    schemes: Mapping[str, str]  # scheme name -> one line on what it does
+    calibrated: frozenset[str]  # the schemes that need a Calibration
+
+    def quantize(
+        self,
+        model: RapSAM,
+        request: TargetRequest,
+        scheme: str,
+        calibration: Calibration | None,
+        folder: Path,
+        keep_float: Sequence[str] = (),
+    ) -> ConvertedFiles:
+        """Write `request.entry_points` of `model` quantized with `scheme` into `folder`, in the format of the
+        target's converter. `keep_float` holds fnmatch patterns of module names (`panoptic_head.*`) left in float;
+        the files' `info["kept_float"]` lists what actually stayed float."""
+        ...
+
+
+QUANTIZER_MODULES = {
+    "onnx": "rapsam.quantize.onnx",
+    "executorch": "rapsam.quantize.executorch",
+    "tflite": "rapsam.quantize.tflite",
+    "coreml": "rapsam.quantize.coreml",
+}
+
+
+def get_quantizer(target: str) -> Quantizer:
+    if target not in QUANTIZER_MODULES:
+        raise QuantizationError(f"no quantizer for target {target!r}; targets: {', '.join(QUANTIZER_MODULES)}")
+    try:
+        module = importlib.import_module(QUANTIZER_MODULES[target])
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and exc.name.startswith("rapsam"):
+            raise QuantizationError(f"quantization for {target} is not built yet") from None
+        raise
+    return module.QUANTIZER
+
+
+def check_scheme(quantizer: Quantizer, scheme: str, calibration: Calibration | None) -> None:
+    if scheme not in quantizer.schemes:
+        raise QuantizationError(f"target {quantizer.target} has no scheme {scheme!r}; "
+                                f"it has {', '.join(quantizer.schemes)}")
+    if scheme in quantizer.calibrated and (calibration is None or len(calibration) == 0):
+        raise QuantizationError(f"scheme {scheme} of {quantizer.target} is calibrated: give --calib DATA "
+                                "(an image folder, a COCO panoptic root, or 'synthetic')")
