@@ -55,7 +55,8 @@ def load_calibration(
         with tempfile.TemporaryDirectory(prefix="rapsam-calib-") as tmp:
             from rapsam.data.synthetic import write_synthetic
 
-            roots = write_synthetic(tmp, num_train=0, num_val=count, num_videos_train=0, num_videos_val=0,
+            # Training scenes: the held-out validation scenes are what the accuracy gate scores on.
+            roots = write_synthetic(tmp, num_train=count, num_val=0, num_videos_train=0, num_videos_val=0,
                                     image_size=model.config.default_size, seed=seed)
             # The generator's classes are SHAPES whatever the model's taxonomy: only pixels and masks matter here.
             items = list(_coco_items(roots["coco_root"], count, num_prompts, seed, SHAPES))
@@ -75,8 +76,9 @@ def load_calibration(
 
 
 def _coco_split(root: Path) -> str | None:
-    """The split a COCO panoptic root calibrates on: val, the data a model is not fitted to, where there is one."""
-    for split in ("val", "train"):
+    """The split a COCO panoptic root calibrates on: train where there is one, so that the val split stays
+    unseen for the accuracy gate (`--eval-data`)."""
+    for split in ("train", "val"):
         if (root / "annotations" / f"panoptic_{split}2017.json").is_file():
             return split
     return None
@@ -92,7 +94,7 @@ def _coco_items(root: Path, count: int, num_prompts: int, seed: int, taxonomy: T
 
     split = _coco_split(root)
     try:
-        dataset = CocoPanoptic(root, split or "val", taxonomy=taxonomy)
+        dataset = CocoPanoptic(root, split or "train", taxonomy=taxonomy)
     except DatasetError as exc:
         raise QuantizationError(f"calibration data: {exc}") from None
     if len(dataset) == 0:
