@@ -77,7 +77,7 @@ def test_unknown_variant_lists_valid_names() -> None:
 
 
 def test_variant_registry_covers_the_issue() -> None:
-    expected = {"rapsam_r18", "rapsam_r50", "rapsam_tiny"}
+    expected = {"rapsam_r18", "rapsam_r50", "rapsam_tiny", "rapsam_edgenext_demo"}
     expected |= {f"rapsam_edgenext_{s}" for s in ("xxs", "xs", "s")}
     expected |= {f"rapsam_topformer_{s}" for s in "tsb"} | {f"rapsam_seaformer_{s}" for s in "tsbl"}
     assert set(VARIANTS) == expected
