@@ -30,7 +30,14 @@ from rapsam.convert.base import (
     TargetRequest,
     get_converter,
 )
-from rapsam.convert.manifest import build_manifest, converted_files, dumps, prompt_slots, validate_manifest
+from rapsam.convert.manifest import (
+    build_manifest,
+    converted_files,
+    dumps,
+    prompt_slots,
+    read_manifest,
+    validate_manifest,
+)
 from rapsam.convert.parity import ParityReport, check_parity
 from rapsam.export import ENTRY_POINTS
 from rapsam.inference import check_input_size
@@ -223,7 +230,7 @@ def _convert_one(net, converter, request, out_dir, weights_name, run_parity, par
         report = None
         if run_parity:
             started = time.perf_counter()
-            runner = converter.open(staging, files)
+            runner = converter.open(staging, files)  # parity and the accuracy gate share it
             report = check_parity(
                 net, runner, target=converter.name, entry_points=request.entry_points,
                 input_size=request.input_size, num_prompts=request.num_prompts, precision=parity_precision,
@@ -237,7 +244,7 @@ def _convert_one(net, converter, request, out_dir, weights_name, run_parity, par
             from rapsam.quantize.accuracy import accuracy_report
 
             accuracy = accuracy_report(
-                net, converter.open(staging, files), input_size=request.input_size, prompt_slots=request.num_prompts,
+                net, runner, input_size=request.input_size, prompt_slots=request.num_prompts,
                 data=quantization.eval_data, keep=quantization.keep_accuracy,
                 progress=lambda m: progress(f"[{converter.name}] {m}"))
             progress(accuracy.table())
@@ -293,11 +300,7 @@ def check_artifact(
 ) -> ParityReport:
     """Re-run the parity checker on a converted folder (`rapsam-convert --check FOLDER`)."""
     folder = Path(folder)
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise ConversionError(f"{folder} has no manifest.json: give a folder written by rapsam-convert")
-    manifest = json.loads(manifest_path.read_text())
-    validate_manifest(manifest)
+    manifest = read_manifest(folder, error=ConversionError)
     stored = manifest["model"]["weights"]
     builtin = builtin_weights(manifest["model"]["name"])
     if weights is None and builtin is not None and weights_id(builtin) == stored:

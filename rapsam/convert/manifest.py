@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import platform
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ import torch
 import rapsam
 from rapsam.convert.base import ConvertedFiles, TargetRequest
 from rapsam.export import get_entry_point
+from rapsam.fileio import read_json_object
 from rapsam.inference import CLICK_HALF_SIZE
 from rapsam.models.head import BOX, PADDING, POINT
 from rapsam.models.rapsam import RapSAM
@@ -180,6 +182,16 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 }
 _TENSOR_FIELDS = {"name": str, "shape": list, "dtype": str, "meaning": str}
 _CLASS_FIELDS = {"id": int, "name": str, "is_thing": bool, "color": list}
+
+
+def read_manifest(folder: str | Path, *, error: type[Exception] = ManifestError) -> dict[str, Any]:
+    """The validated manifest of a folder written by rapsam-convert; `error` names the folder when there is none."""
+    path = Path(folder) / "manifest.json"
+    if not path.is_file():
+        raise error(f"{folder} has no manifest.json: give a folder written by rapsam-convert")
+    manifest = read_json_object(path, what="a manifest", error=error)
+    validate_manifest(manifest)
+    return manifest
 
 
 def validate_manifest(manifest: Mapping[str, Any]) -> None:

@@ -5,7 +5,6 @@ artifact is judged on the same data and by the same code as the model it came fr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,14 +51,10 @@ def torch_predictor(model: Any, input_size: tuple[int, int] | None = None) -> Pr
 
 def artifact_predictor(folder: str | Path) -> Predictor:
     from rapsam.convert.base import get_converter
-    from rapsam.convert.manifest import converted_files, prompt_slots, validate_manifest
+    from rapsam.convert.manifest import converted_files, prompt_slots, read_manifest
 
     folder = Path(folder)
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"{folder} has no manifest.json: give a folder written by rapsam-convert")
-    manifest = json.loads(manifest_path.read_text())
-    validate_manifest(manifest)
+    manifest = read_manifest(folder)
     runner = get_converter(manifest["target"]["name"]).open(folder, converted_files(manifest))
     classes = manifest["classes"]
     taxonomy = Taxonomy(name=manifest["taxonomy"], class_names=tuple(c["name"] for c in classes),

@@ -34,7 +34,7 @@ class AccuracyReport:
         return {**asdict(self), "ratios": {m: self.ratio(m) for m in self.reference}}
 
     def table(self) -> str:
-        lines = [f"| metric | fp32 (PyTorch) | quantized | kept |", "|---|---:|---:|---:|"]
+        lines = ["| metric | fp32 (PyTorch) | quantized | kept |", "|---|---:|---:|---:|"]
         for metric in self.reference:
             ref, got, ratio = self.reference[metric], self.quantized.get(metric), self.ratio(metric)
             cells = [f"{v:.3f}" if v is not None else "-" for v in (ref, got)]
