@@ -8,6 +8,7 @@ images, made once by the fp32 model.
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -89,3 +90,25 @@ def check_scheme(quantizer: Quantizer, scheme: str, calibration: Calibration | N
     if scheme in quantizer.calibrated and (calibration is None or len(calibration) == 0):
         raise QuantizationError(f"scheme {scheme} of {quantizer.target} is calibrated: give --calib DATA "
                                 "(an image folder, a COCO panoptic root, or 'synthetic')")
+
+
+def kept_modules(model: RapSAM, patterns: Sequence[str]) -> list[str]:
+    """The outermost module names of `model` that match a pattern (their submodules go with them).
+
+    A pattern that matches nothing is refused: a typo would otherwise quantize what was meant to stay float.
+    """
+    names = [name for name, _ in model.named_modules() if name]
+    matched: list[str] = []
+    for pattern in patterns:
+        hits = [name for name in names if fnmatch.fnmatchcase(name, pattern)]
+        if not hits:
+            top = sorted({name.split(".")[0] for name in names})
+            raise QuantizationError(f"keep_float pattern {pattern!r} matches no module of the model; "
+                                    f"top-level modules: {', '.join(top)}")
+        matched.extend(hits)
+    chosen = set(matched)
+    return sorted(name for name in chosen if not any(_is_under(name, other) for other in chosen if other != name))
+
+
+def _is_under(name: str, parent: str) -> bool:
+    return name.startswith(parent + ".")

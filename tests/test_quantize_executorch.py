@@ -1,0 +1,216 @@
+"""ExecuTorch int8 (PT2E + XNNPACK): real quantization of the tiny model, run by the float converter's Runner.
+
+XNNPACK lowering is slow on 2 cores (~45 s of the ~60 s that static int8 of `encode` takes). So the fast tests
+quantize `encode` only (and check the errors, which fail before any export); the runs over the heads, the
+dynamic scheme and `keep_float` are marked slow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("executorch")
+pytest.importorskip("torchao")
+
+from rapsam.checkpoint import build_model
+from rapsam.convert.base import ConvertedFiles, TargetRequest
+from rapsam.convert.executorch import CONVERTER, FILE_NAME
+from rapsam.convert.parity import ReferenceRunner
+from rapsam.export import ENTRY_POINTS, example_inputs
+from rapsam.quantize.base import Calibration, QuantizationError, kept_modules
+from rapsam.quantize.executorch import QUANTIZER
+
+SIZE = (64, 64)
+ALL = ("encode", "panoptic", "prompt", "segment")
+# The slow runs lower the heads; `encode` has its own fast test, and `segment` is encode + panoptic.
+HEADS = ("panoptic", "prompt")
+
+
+def _request(entries: tuple[str, ...] = ALL) -> TargetRequest:
+    return TargetRequest(entry_points=entries, input_size=SIZE, num_prompts=3, precision="fp32",
+                         options=CONVERTER.option_defaults)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _image(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(0, 255, (1, 3, *SIZE)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return build_model("rapsam_tiny").eval()
+
+
+@pytest.fixture(scope="module")
+def calibration(model) -> Calibration:
+    """3 random images; features of panoptic / prompt from the fp32 model, as `rapsam.quantize` makes them."""
+    rng = np.random.default_rng(0)
+    feeds: dict[str, list[dict[str, np.ndarray]]] = {entry: [] for entry in ALL}
+    for seed in range(3):
+        image = _image(rng)
+        with torch.no_grad():
+            features = model.encode(torch.from_numpy(image)).numpy()
+        _, boxes, kinds = example_inputs(model, "prompt", input_size=SIZE, num_prompts=3, seed=seed)
+        feeds["encode"].append({"image": image})
+        feeds["segment"].append({"image": image})
+        feeds["panoptic"].append({"features": features})
+        feeds["prompt"].append({"features": features, "boxes": boxes.numpy(), "kinds": kinds.numpy()})
+    return Calibration(feeds=feeds, source="test", digest="test")
+
+
+@pytest.fixture(scope="module")
+def test_inputs(model) -> list[dict[str, dict[str, np.ndarray]]]:
+    """Four fresh images (none of them a calibration image), each with inputs for every entry point."""
+    cases = []
+    for seed in (7, 0, 3, 11):
+        image = _image(np.random.default_rng(seed))
+        features = ReferenceRunner(model).run("encode", {"image": image})["features"]
+        _, boxes, kinds = example_inputs(model, "prompt", input_size=SIZE, num_prompts=3, seed=7)
+        cases.append({"encode": {"image": image}, "segment": {"image": image}, "panoptic": {"features": features},
+                      "prompt": {"features": features, "boxes": boxes.numpy(), "kinds": kinds.numpy()}})
+    return cases
+
+
+def _similarity(model, folder: Path, files: ConvertedFiles, cases) -> dict[str, dict[str, float]]:
+    """Median over `cases` of the cosine similarity to the fp32 PyTorch model, by entry point and output.
+
+    The median, because int8 error on random tiny weights depends a lot on the input: `prompt`'s masks
+    measured 0.72 on one of the four images and 0.94..0.997 on the others.
+    """
+    runner, reference = CONVERTER.open(folder, files), ReferenceRunner(model)
+    assert not isinstance(runner, str), runner
+    result = {}
+    for entry in files.entry_files:
+        cosines: dict[str, list[float]] = {name: [] for name in ENTRY_POINTS[entry].outputs}
+        for case in cases:
+            got, expected = runner.run(entry, case[entry]), reference.run(entry, case[entry])
+            assert set(got) == set(cosines) and all(got[n].shape == expected[n].shape for n in got)
+            for name in got:
+                cosines[name].append(_cosine(got[name], expected[name]))
+        result[entry] = {name: float(np.median(values)) for name, values in cosines.items()}
+    print(f"similarity {files.info.get('quantization', 'fp32')}: {result}")
+    return result
+
+
+def _total(files: ConvertedFiles, entry: str) -> int:
+    return sum(files.info["quantized_ops"][entry].values())
+
+
+# --- fast ----------------------------------------------------------------------------------------------
+
+
+def test_unknown_scheme_lists_the_valid_ones(model, tmp_path: Path) -> None:
+    with pytest.raises(QuantizationError, match="int8-static, int8-dynamic"):
+        QUANTIZER.quantize(model, _request(), "int4", None, tmp_path)
+
+
+def test_static_without_calibration_asks_for_calib(model, tmp_path: Path) -> None:
+    with pytest.raises(QuantizationError, match="--calib"):
+        QUANTIZER.quantize(model, _request(), "int8-static", None, tmp_path)
+    assert not (tmp_path / FILE_NAME).exists()
+
+
+def test_keep_float_patterns_name_the_outermost_model_modules(model, calibration, tmp_path: Path) -> None:
+    kept = kept_modules(model, ["panoptic_head.*"])
+    assert kept and all(name.startswith("panoptic_head.") and name.count(".") == 1 for name in kept)
+    assert "panoptic_head.mask_heads" in kept and "panoptic_head.mask_heads.0" not in kept
+    assert kept_modules(model, ["neck", "neck.*"]) == ["neck"]  # submodules go with their parent
+    with pytest.raises(QuantizationError, match="matches no module.*backbone, neck, panoptic_head"):
+        QUANTIZER.quantize(model, _request(), "int8-static", calibration, tmp_path, keep_float=["model.neck*"])
+
+
+def test_only_xnnpack_lowers_quantized_programs(model, calibration, tmp_path: Path) -> None:
+    request = TargetRequest(entry_points=("encode",), input_size=SIZE, num_prompts=3, precision="fp32",
+                            options={"backend": "portable"})
+    with pytest.raises(QuantizationError, match="XNNPACK only"):
+        QUANTIZER.quantize(model, request, "int8-static", calibration, tmp_path)
+
+
+def test_static_encode_is_int8_smaller_and_close(model, calibration, test_inputs, tmp_path: Path) -> None:
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    request = _request(("encode",))
+    (tmp_path / "int8").mkdir(), (tmp_path / "fp32").mkdir()
+    files = QUANTIZER.quantize(model, request, "int8-static", calibration, tmp_path / "int8")
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())  # untouched
+    fp32 = CONVERTER.convert(model, request, tmp_path / "fp32")
+    assert files.entry_files == {"encode": FILE_NAME} and files.entry_methods == {"encode": "encode"}
+    assert files.info["quantization"] == "int8-static" and files.info["kept_float"] == []
+    # 24 per-channel weights (every conv), ~130 quantize / ~160 dequantize of activations; all go into XNNPACK.
+    ops = files.info["quantized_ops"]["encode"]
+    assert ops["quantized_decomposed.dequantize_per_channel.default"] > 10
+    assert ops["quantized_decomposed.quantize_per_tensor.default"] > 10
+    assert not [op for op in files.info["non_delegated_ops"]["encode"] if "quantize" in op]
+    # measured: 146 KB int8 vs 289 KB fp32 (the tiny model's XNNPACK graphs weigh as much as its weights)
+    int8_bytes, fp32_bytes = (tmp_path / "int8" / FILE_NAME).read_bytes(), (tmp_path / "fp32" / FILE_NAME).read_bytes()
+    assert len(int8_bytes) < 0.7 * len(fp32_bytes)
+    # measured: cosine 0.9999 to the PyTorch features (median of four images outside the calibration set)
+    assert _similarity(model, tmp_path / "int8", files, test_inputs)["encode"]["features"] > 0.99
+    assert _similarity(model, tmp_path / "fp32", fp32, test_inputs)["encode"]["features"] > 0.99999
+
+
+# --- slow ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def converted(model, calibration, tmp_path_factory) -> dict[str, tuple[Path, ConvertedFiles]]:
+    """The heads as fp32 (the float converter), int8-static and int8-dynamic."""
+    made = {}
+    for kind in ("fp32", "int8-static", "int8-dynamic"):
+        folder = tmp_path_factory.mktemp(kind)
+        if kind == "fp32":
+            made[kind] = folder, CONVERTER.convert(model, _request(HEADS), folder)
+        else:
+            made[kind] = folder, QUANTIZER.quantize(model, _request(HEADS), kind, calibration, folder)
+    return made
+
+
+@pytest.mark.slow
+def test_static_int8_runs_the_heads_close_to_fp32(model, converted, test_inputs) -> None:
+    folder, files = converted["int8-static"]
+    assert files.entry_methods == {entry: entry for entry in HEADS}
+    assert all(_total(files, entry) > 0 for entry in HEADS)
+    assert (folder / FILE_NAME).read_bytes() != (converted["fp32"][0] / FILE_NAME).read_bytes()
+    # weights shrink 4x, but XNNPACK's serialised graphs, as large as the tiny model's weights, do not;
+    # the quantize / dequantize pairs all went into XNNPACK
+    assert (folder / FILE_NAME).stat().st_size < 0.9 * (converted["fp32"][0] / FILE_NAME).stat().st_size
+    assert not [op for ops in files.info["non_delegated_ops"].values() for op in ops if "quantize" in op]
+    similarity = _similarity(model, folder, files, test_inputs)
+    # measured on random tiny weights (medians): prompt 0.965 / 0.997 (mask / iou);
+    # panoptic 0.978 / 0.925 / 0.944 (mask / class / queries)
+    assert min(similarity["prompt"].values()) > 0.9
+    assert min(similarity["panoptic"].values()) > 0.85
+
+
+@pytest.mark.slow
+def test_dynamic_int8_quantizes_the_linears_only(model, converted, test_inputs) -> None:
+    folder, files = converted["int8-dynamic"]
+    assert files.info["quantization"] == "int8-dynamic"
+    ops = files.info["quantized_ops"]
+    assert ops["panoptic"]["quantized_decomposed.choose_qparams.tensor"] > 0  # activations quantized per call
+    assert not any("quantize_per_tensor.default" in op for entry in HEADS for op in ops[entry])  # nothing static
+    assert not [op for ops in files.info["non_delegated_ops"].values() for op in ops if "quantize" in op]
+    assert (folder / FILE_NAME).read_bytes() != (converted["fp32"][0] / FILE_NAME).read_bytes()
+    similarity = _similarity(model, folder, files, test_inputs)
+    # measured (medians): panoptic >= 0.9998, prompt masks 0.989
+    assert min(min(outputs.values()) for outputs in similarity.values()) > 0.97
+
+
+@pytest.mark.slow
+def test_keep_float_leaves_the_head_unquantized(model, calibration, converted, tmp_path: Path) -> None:
+    files = QUANTIZER.quantize(model, _request(("panoptic",)), "int8-static", calibration, tmp_path,
+                               keep_float=["panoptic_head.*"])
+    assert files.info["kept_float"] == kept_modules(model, ["panoptic_head.*"])
+    assert "panoptic_head.mask_heads" in files.info["kept_float"]
+    assert _total(files, "panoptic") < _total(converted["int8-static"][1], "panoptic")
+    runner = CONVERTER.open(tmp_path, files)
+    assert not isinstance(runner, str)
+    features = example_inputs(model, "panoptic", input_size=SIZE)[0].numpy()
+    assert runner.run("panoptic", {"features": features})["mask_logits"].shape[-2:] == (SIZE[0] // 4, SIZE[1] // 4)
