@@ -118,12 +118,15 @@ def _input_type(ct: Any, name: str, spec: Mapping[str, Any], options: CoreMLOpti
     return ct.TensorType(name=name, shape=tuple(spec["shape"]), dtype=np.dtype(spec["dtype"]).type)
 
 
-def _convert_entry(ct: Any, model: RapSAM, entry: str, request: TargetRequest, options: CoreMLOptions) -> Any:
-    """One entry point -> an in-memory ML Program with the contract's tensor names, metadata and descriptions."""
+def _convert_entry(ct: Any, model: RapSAM, entry: str, request: TargetRequest, options: CoreMLOptions,
+                   program: torch.export.ExportedProgram | None = None) -> Any:
+    """One entry point -> an in-memory ML Program with the contract's tensor names, metadata and descriptions.
+
+    `program` replaces the entry's own export (a quantized program of `rapsam.quantize.coreml`)."""
     contract = get_entry_point(entry)
     specs = tensor_specs(model, request)
-    sizes = {"input_size": request.input_size, "num_prompts": request.num_prompts}
-    program = export_entry_point(model, entry, **sizes)
+    if program is None:
+        program = export_entry_point(model, entry, input_size=request.input_size, num_prompts=request.num_prompts)
     _check_rank(program, entry)
     program = program.run_decompositions({})
     precision = ct.precision.FLOAT16 if request.precision == "fp16" else ct.precision.FLOAT32
@@ -321,6 +324,30 @@ class CoreMLRunner:
 # --- the converter --------------------------------------------------------------------------------------
 
 
+def save_converted(ct: Any, mlmodels: Mapping[str, Any], folder: Path, model: RapSAM, request: TargetRequest,
+                   options: CoreMLOptions) -> ConvertedFiles:
+    """Save the entries' ML Programs (one package each, or one multifunction package), check the saved specs
+    against the contract, and describe them for the manifest."""
+    if options.multifunction:
+        entry_files = _save_multifunction(ct, mlmodels, folder, model)
+        entry_methods: dict[str, str | None] = {entry: entry for entry in mlmodels}
+    else:
+        entry_files = _save_single(mlmodels, folder)
+        entry_methods = {entry: None for entry in mlmodels}
+    spec_check = _check_spec(ct, folder, entry_files, entry_methods, model, request, options)
+    info = {
+        "format": "mlprogram",
+        "deployment_target": options.deployment_target,
+        "compute_units": options.compute_units,
+        "image_input": options.image_input,
+        "multifunction": options.multifunction,
+        "spec_check": {k: v for k, v in spec_check.items() if k != "mil_ops"},
+        "mil_ops": spec_check["mil_ops"],
+        "runtimes": ["Core ML (iOS, iPadOS, macOS, visionOS)"],
+    }
+    return ConvertedFiles(entry_files=entry_files, entry_methods=entry_methods, info=info)
+
+
 class CoreMLConverter:
     name = "coreml"
     extra = "coreml"
@@ -335,24 +362,7 @@ class CoreMLConverter:
         options = CoreMLOptions.parse(request.options)
         ct = _coremltools()
         mlmodels = {entry: _convert_entry(ct, model, entry, request, options) for entry in request.entry_points}
-        if options.multifunction:
-            entry_files = _save_multifunction(ct, mlmodels, folder, model)
-            entry_methods: dict[str, str | None] = {entry: entry for entry in mlmodels}
-        else:
-            entry_files = _save_single(mlmodels, folder)
-            entry_methods = {entry: None for entry in mlmodels}
-        spec_check = _check_spec(ct, folder, entry_files, entry_methods, model, request, options)
-        info = {
-            "format": "mlprogram",
-            "deployment_target": options.deployment_target,
-            "compute_units": options.compute_units,
-            "image_input": options.image_input,
-            "multifunction": options.multifunction,
-            "spec_check": {k: v for k, v in spec_check.items() if k != "mil_ops"},
-            "mil_ops": spec_check["mil_ops"],
-            "runtimes": ["Core ML (iOS, iPadOS, macOS, visionOS)"],
-        }
-        return ConvertedFiles(entry_files=entry_files, entry_methods=entry_methods, info=info)
+        return save_converted(ct, mlmodels, folder, model, request, options)
 
     def embed_manifest(self, folder: Path, files: ConvertedFiles, manifest: str) -> None:
         """The manifest JSON goes into each package's user-defined metadata under `rapsam.manifest`."""

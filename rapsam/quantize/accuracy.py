@@ -65,7 +65,7 @@ def synthetic_heldout(model: RapSAM, count: int, folder: Path) -> Path:
 
 def accuracy_report(
     model: RapSAM,
-    runner: Runner,
+    runner: Runner | str,
     *,
     input_size: tuple[int, int],
     prompt_slots: int,
@@ -76,7 +76,10 @@ def accuracy_report(
 ) -> AccuracyReport:
     """Evaluate the fp32 model and the quantized runner on the same held-out data. `data`: a root with `coco/`
     (and `ytvis/`), a COCO panoptic root, or "synthetic"; by default the synthetic scenes for a model of the
-    synthetic classes, and no gate (with the reason) for the others."""
+    synthetic classes, and no gate (with the reason) for the others, nor where the artifact cannot run here
+    (`runner` is then the converter's reason, e.g. Core ML off macOS)."""
+    if isinstance(runner, str):
+        return AccuracyReport("none", {}, {}, keep, passed=True, reason=f"not judged: {runner}")
     if data is None and model.config.taxonomy.name != "shapes":
         return AccuracyReport("none", {}, {}, keep, passed=True,
                               reason=f"not judged: give --eval-data (COCO val) for a {model.config.taxonomy.name} model")
