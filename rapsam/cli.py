@@ -125,7 +125,7 @@ def convert_main(argv: list[str] | None = None) -> int:
             num_prompts=args.num_prompts, precision=args.precision, out_dir=args.out,
             parity=not args.no_parity, parity_gate=not args.no_parity_gate, random_init=args.random_init,
             quantize=args.quantize, calib=args.calib, calib_count=args.calib_count, keep_float=args.keep_float,
-            eval_data=args.eval_data, keep_accuracy=args.keep_accuracy, options=options,
+            auto_keep=args.auto_keep, eval_data=args.eval_data, keep_accuracy=args.keep_accuracy, options=options,
         )
     except (ConversionError, CheckpointError, KeyError, ValueError) as exc:
         return _fail(str(exc).strip("'\""))
@@ -208,7 +208,8 @@ def bench_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entry-points", default="encode,panoptic,prompt,segment", help="comma list (default all four)")
     parser.add_argument("--runtimes", help=f"comma list of {', '.join(RUNTIMES)} (default: eager, onnxruntime, "
                         "executorch, litert on the CPU; eager and torch-compile on CUDA)")
-    parser.add_argument("--precisions", default=None, help="comma list of fp32, fp16, bf16 (default fp32; "
+    parser.add_argument("--precisions", default=None, help="comma list of fp32, fp16, bf16, and int8-static, "
+                        "int8-dynamic for the artifact runtimes (quantized on synthetic scenes) (default fp32; "
                         "fp32,fp16,bf16 with --paper on CUDA)")
     parser.add_argument("--compile-precisions", help="precisions torch-compile runs (default: all of --precisions)")
     parser.add_argument("--compile-mode", help="torch.compile mode (default: reduce-overhead on CUDA, i.e. CUDA graphs)")
@@ -290,6 +291,8 @@ def _quantize_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--calib-count", type=int, default=64, help="calibration images (default 64)")
     group.add_argument("--keep-float", action="append", default=[], metavar="PATTERN",
                        help="module names (fnmatch) left in float, e.g. 'panoptic_head.prompt_*' (repeatable)")
+    group.add_argument("--auto-keep", type=int, default=0, metavar="N",
+                       help="rank layers by how much int8 alone changes the masks and keep the N worst in float")
     group.add_argument("--eval-data", metavar="DATA", help="held-out data of the accuracy gate (default: the "
                        "synthetic scenes for the demo model; COCO val for the others)")
     group.add_argument("--keep-accuracy", type=float, default=0.95,
@@ -301,6 +304,8 @@ def quantize_main(argv: list[str] | None = None) -> int:
     from rapsam.quantize.base import QUANTIZER_MODULES, QuantizationError, get_quantizer
 
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["report"]:
+        return _quantize_report(args[1:])
     if "--target" in args or any(a.startswith("--target=") for a in args):
         return convert_main(args)
     for target in QUANTIZER_MODULES:
@@ -313,6 +318,24 @@ def quantize_main(argv: list[str] | None = None) -> int:
             calibrated = " (calibrated: --calib DATA)" if scheme in quantizer.calibrated else ""
             print(f"{target:<11} {scheme:<14} {meaning}{calibrated}")
     print("usage: rapsam-quantize --target T --quantize SCHEME [--calib DATA]  (= rapsam-convert --quantize)")
+    print("       rapsam-quantize report FOLDER... [--bench RESULTS.json] [--out PREFIX]")
+    return 0
+
+
+def _quantize_report(argv: list[str]) -> int:
+    from rapsam.quantize.base import QuantizationError
+    from rapsam.quantize.report import write_report
+
+    parser = argparse.ArgumentParser(prog="rapsam-quantize report",
+                                     description="One table of size, task metrics and latency of converted folders")
+    parser.add_argument("folders", nargs="+", help="folders written by rapsam-convert (fp32 and quantized)")
+    parser.add_argument("--bench", action="append", default=[], help="rapsam-bench results JSON (repeatable)")
+    parser.add_argument("--out", default="results/quantization", help="writes OUT.json and OUT.md")
+    args = parser.parse_args(argv)
+    try:
+        print(write_report(args.folders, args.out, args.bench))
+    except (QuantizationError, OSError, ValueError) as exc:
+        return _fail(str(exc))
     return 0
 
 

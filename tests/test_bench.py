@@ -224,6 +224,28 @@ def test_unrunnable_combinations_are_skipped_rows_with_reasons(monkeypatch: pyte
         run_desktop(model="rapsam_tiny", runtimes=["tensorrt-llm"], device="cpu")
 
 
+def test_int8_schemes_are_benchmarked_on_quantized_artifacts(tmp_path: Path) -> None:
+    results = run_desktop(model="rapsam_tiny", input_sizes=[SIZE], entry_points=("encode",), device="cpu",
+                          runtimes=["torch-eager", "onnxruntime"], precisions=["fp32", "int8-static"], warmup=1,
+                          runs=2, artifacts=tmp_path, isolate=False)
+    rows = {(m.runtime, m.precision): m for m in results.measurements}
+    assert rows["torch-eager", "int8-static"].status == "skipped"
+    assert "rapsam-convert --quantize" in rows["torch-eager", "int8-static"].reason
+    assert all(rows[key].status == "ok" for key in [("torch-eager", "fp32"), ("onnxruntime", "fp32"),
+                                                     ("onnxruntime", "int8-static")])
+    folder, = (tmp_path / "int8-static").iterdir()
+    quantization = json.loads((folder / "manifest.json").read_text())["precision"]["quantization"]
+    assert quantization["scheme"] == "int8-static" and quantization["calibration"]["samples"] == 16
+    # the int8 file is what was timed: smaller than the fp32 one
+    assert rows["onnxruntime", "int8-static"].artifact_mb < rows["onnxruntime", "fp32"].artifact_mb
+    again = run_desktop(model="rapsam_tiny", input_sizes=[SIZE], entry_points=("encode",), device="cpu",
+                        runtimes=["onnxruntime"], precisions=["int8-static"], warmup=0, runs=1, artifacts=tmp_path,
+                        isolate=False, progress=(lines := []).append)
+    assert again.measurements[0].status == "ok" and any("reusing" in line for line in lines)
+    with pytest.raises(BenchError, match="int8-static, int8-dynamic"):
+        run_desktop(model="rapsam_tiny", precisions=["int4"], device="cpu")
+
+
 def test_a_failing_runtime_is_one_failed_row() -> None:
     spec = MeasureSpec(runtime="onnxruntime", device="cpu", model="rapsam_tiny", entry_point="encode",
                        input_size=SIZE, artifact="/nonexistent/folder", runs=1, warmup=0)

@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from rapsam.bench.desktop import run_desktop
+from rapsam.bench.schema import write_results
 from rapsam.cli import quantize_main
 from rapsam.convert import check_artifact, convert
 from rapsam.quantize.base import QuantizationError
+from rapsam.quantize.report import write_report
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +40,12 @@ def test_int8_demo_artifact_keeps_its_task_metrics(tmp_path: Path) -> None:
         assert accuracy["ratios"][metric] >= 0.95
     assert result.manifest["parity"]["gate"] in ("passed", "informative")
     assert check_artifact(result.folder, progress=lambda message: None).ran
+    table = write_report([result.folder], tmp_path / "report")
+    reference_row, row = table.splitlines()[2:4]
+    assert reference_row.startswith("| PyTorch | fp32 (reference) |")
+    pq = accuracy["quantized"]["pq"]
+    assert row.startswith("| onnx | int8-static |") and f"{100 * pq:.1f} ({pq / accuracy['reference']['pq']:.0%})" in row
+    assert row.endswith("| passed |")
 
 
 @pytest.mark.slow
@@ -64,4 +73,25 @@ def test_rapsam_quantize_lists_each_targets_schemes(capsys: pytest.CaptureFixtur
     assert quantize_main([]) == 0
     out = capsys.readouterr().out
     assert "onnx        int8-static" in out and "(calibrated: --calib DATA)" in out
-    assert "onnx        int8-dynamic" in out
+    for target, scheme in [("onnx", "int8-dynamic"), ("executorch", "int8-static"), ("tflite", "fp16"),
+                           ("coreml", "palettize-4"), ("coreml", "w8a8")]:
+        assert f"{target:<11} {scheme}" in out
+
+
+def test_report_puts_sizes_and_bench_latency_beside_each_artifact(tmp_path: Path, capsys) -> None:
+    """rapsam-bench converts (and quantizes) what it times: its folders and results make the report."""
+    results = run_desktop(model="rapsam_tiny", input_sizes=[(64, 64)], entry_points=("segment",), device="cpu",
+                          runtimes=["onnxruntime"], precisions=["fp32", "int8-dynamic"], warmup=0, runs=2,
+                          artifacts=tmp_path / "bench", isolate=False)
+    write_results(results, tmp_path / "bench.json")
+    folders = [next((tmp_path / "bench" / precision).iterdir()) for precision in ("fp32", "int8-dynamic")]
+    assert quantize_main(["report", *map(str, folders), "--bench", str(tmp_path / "bench.json"),
+                          "--out", str(tmp_path / "table")]) == 0
+    rows = json.loads((tmp_path / "table.json").read_text())["rows"]
+    p50 = {m.precision: round(m.latency_ms["p50"], 2) for m in results.measurements}
+    assert [(r["scheme"], r["latency_ms"]) for r in rows] == [(p, {"segment": p50[p]}) for p in ("fp32", "int8-dynamic")]
+    sizes = [sum(f.stat().st_size for f in folder.glob("*.onnx")) / 2**20 for folder in folders]
+    assert [r["size_mb"] for r in rows] == [round(size, 3) for size in sizes] and sizes[1] < sizes[0]
+    assert [r["gate"] for r in rows] == ["fp32 artifact", "not judged"]
+    assert (tmp_path / "table.md").read_text() in capsys.readouterr().out + "\n"
+    assert quantize_main(["report", str(tmp_path / "nothing")]) == 2  # one line on stderr, as every CLI error

@@ -38,6 +38,9 @@ RUNTIMES = (*TORCH_RUNTIMES, *ARTIFACT_TARGETS)
 DEFAULT_CPU_RUNTIMES = ("torch-eager", "onnxruntime", "executorch", "litert")
 DEFAULT_CUDA_RUNTIMES = TORCH_RUNTIMES
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Quantization schemes every artifact runtime's target has (rapsam.quantize): benchmarked as "precisions".
+QUANTIZED = ("int8-static", "int8-dynamic")
+CALIBRATION_IMAGES = 16  # speed does not depend on how good the ranges are: a short calibration will do
 
 
 @dataclass(frozen=True)
@@ -220,20 +223,24 @@ def _artifact_folder(runtime: str, model: str, weights: str | None, input_size: 
     from rapsam.convert.manifest import prompt_slots
 
     target = ARTIFACT_TARGETS[runtime]
+    quantize = precision if precision in QUANTIZED else None
     root = root / precision
-    folder = root / f"{model}-{input_size[0]}x{input_size[1]}-{target}"
+    folder = root / f"{model}-{input_size[0]}x{input_size[1]}-{target}{f'-{quantize}' if quantize else ''}"
     manifest_path = folder / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
         slots = prompt_slots(manifest) or num_prompts
+        scheme = (manifest["precision"].get("quantization") or {}).get("scheme")
         if (manifest["model"]["weights"] == weights_id(weights) and set(entries) <= set(manifest["entry_points"])
-                and manifest["precision"]["compute"] == precision and slots == num_prompts
-                and manifest["versions"]["rapsam"] == rapsam.__version__):
+                and (scheme == quantize if quantize else manifest["precision"]["compute"] == precision and not scheme)
+                and slots == num_prompts and manifest["versions"]["rapsam"] == rapsam.__version__):
             progress(f"[{runtime}] reusing {folder}")
             return folder
     progress(f"[{runtime}] converting {model} {input_size[0]}x{input_size[1]} {precision} for {target}")
     results = convert(target, model=model, weights=weights, input_size=input_size, entry_points=list(entries),
-                      num_prompts=num_prompts, precision=precision, out_dir=root, parity=False, progress=progress)
+                      num_prompts=num_prompts, precision=None if quantize else precision, out_dir=root,
+                      parity=False, quantize=quantize, calib="synthetic" if quantize else None,
+                      calib_count=CALIBRATION_IMAGES, progress=progress)
     return results[0].folder
 
 
@@ -270,9 +277,9 @@ def run_desktop(
     unknown = [r for r in runtimes if r not in RUNTIMES]
     if unknown:
         raise BenchError(f"unknown runtimes {unknown}; valid: {', '.join(RUNTIMES)}")
-    bad = [p for p in precisions if p not in DTYPES]
+    bad = [p for p in precisions if p not in DTYPES and p not in QUANTIZED]
     if bad:
-        raise BenchError(f"unknown precisions {bad}; valid: {', '.join(DTYPES)}")
+        raise BenchError(f"unknown precisions {bad}; valid: {', '.join([*DTYPES, *QUANTIZED])}")
     isolate = device == "cpu" if isolate is None else isolate
     # Only counted on, never timed; torch's module tracker trips over parameters that want grads.
     reference = build_model(model, weights).requires_grad_(False)
@@ -394,6 +401,9 @@ def paper_table(results: Results) -> str:
 
 def _unsupported(runtime: str, device: str, precision: str) -> str | None:
     """Why this (runtime, device, precision) cannot run here, or None."""
+    if precision in QUANTIZED and runtime not in ARTIFACT_TARGETS:
+        return (f"{precision} is an artifact scheme (rapsam-convert --quantize): measure it with "
+                f"{', '.join(ARTIFACT_TARGETS)}")
     if runtime in ("executorch", "litert") and device == "cuda":
         return f"{runtime} runs on CPUs and phones, not CUDA (benchmark it with --device cpu)"
     if runtime in ARTIFACT_TARGETS and precision == "bf16":

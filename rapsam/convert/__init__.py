@@ -109,6 +109,7 @@ def convert(
     calib: str | Path | None = None,
     calib_count: int = 64,
     keep_float: Sequence[str] = (),
+    auto_keep: int = 0,
     eval_data: str | Path | None = None,
     keep_accuracy: float = 0.95,
     options: Mapping[str, Any] | None = None,
@@ -142,6 +143,10 @@ def convert(
         if quantize in quantizer.calibrated and calib is None:
             raise QuantizationError(f"scheme {quantize} is calibrated: give --calib DATA "
                                     "(an image folder, a COCO panoptic root, or 'synthetic')")
+    if auto_keep and quantize is None:
+        raise ConversionError("--auto-keep ranks layers for quantization: give --quantize SCHEME too")
+    if auto_keep < 0:
+        raise ConversionError(f"--auto-keep must be 0 or more, got {auto_keep}")
     unknown = [e for e in entry_points if e not in ENTRY_POINTS]
     if unknown or not entry_points:
         raise ConversionError(f"unknown entry points {unknown}; valid: {', '.join(ENTRY_POINTS)}")
@@ -170,8 +175,15 @@ def convert(
         assert calib is not None
         calibration = load_calibration(calib, net, input_size=input_size, num_prompts=num_prompts,
                                        entry_points=tuple(entry_points), count=calib_count, progress=progress)
+    sensitivity = None
+    if quantizer is not None and auto_keep:
+        from rapsam.quantize.sensitivity import most_sensitive, rank_layers
+
+        sensitivity = rank_layers(net, calib, calibration, input_size=input_size, num_prompts=num_prompts,
+                                  progress=progress)
+        keep_float = (*keep_float, *most_sensitive(sensitivity, auto_keep))
     quantization = None if quantizer is None or quantize is None else Quantization(
-        quantizer, quantize, calibration, tuple(keep_float), eval_data, keep_accuracy)
+        quantizer, quantize, calibration, tuple(keep_float), eval_data, keep_accuracy, sensitivity)
     results = []
     for t, converter in converters.items():
         request = TargetRequest(
@@ -195,6 +207,7 @@ class Quantization:
     keep_float: tuple[str, ...]
     eval_data: str | Path | None
     keep_accuracy: float
+    sensitivity: Any = None  # the layer ranking of --auto-keep, most sensitive first
 
 
 def _convert_one(net, converter, request, out_dir, weights_name, run_parity, parity_gate, progress,
@@ -227,6 +240,10 @@ def _convert_one(net, converter, request, out_dir, weights_name, run_parity, par
                     "source": calibration.source, "samples": len(calibration), "sha256": calibration.digest},
                 "kept_float": list(files.info.get("kept_float", [])),
             }
+            if quantization.sensitivity is not None:
+                from rapsam.quantize.sensitivity import ranking_summary
+
+                manifest["precision"]["quantization"]["sensitivity"] = ranking_summary(quantization.sensitivity)
         report = None
         if run_parity:
             started = time.perf_counter()

@@ -1,0 +1,107 @@
+"""What quantization cost, across artifacts: one Markdown table + JSON from converted folders and bench results.
+
+Each folder contributes its manifest: target, scheme, size on disk, the accuracy gate's metrics (the fp32
+PyTorch model's and the artifact's, on the same held-out data) and what stayed float. Latency comes from
+`rapsam-bench` results (rows of the same model, input size, target runtime and precision / scheme), so the
+table's numbers are all measured, none typed in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rapsam.convert.manifest import read_manifest
+from rapsam.quantize.base import QuantizationError
+
+METRICS = ("pq", "prompt_point", "prompt_box", "video_ap")
+LATENCY_ENTRIES = ("segment", "prompt")
+# rapsam-bench runtime of each target's artifacts
+TARGET_RUNTIMES = {"onnx": "onnxruntime", "executorch": "executorch", "tflite": "litert"}
+
+
+def artifact_row(folder: str | Path) -> dict[str, Any]:
+    """The figures of one converted folder (quantized or not)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder, error=QuantizationError)
+    quantization = manifest["precision"].get("quantization") or {}
+    accuracy = quantization.get("accuracy") or {}
+    return {
+        "folder": str(folder),
+        "model": manifest["model"]["name"],
+        "input_size": list(manifest["input_size"]),
+        "target": manifest["target"]["name"],
+        "scheme": quantization.get("scheme") or manifest["precision"]["compute"],
+        "size_mb": round(_size(folder, manifest) / 2**20, 3),
+        "reference": dict(accuracy.get("reference") or {}),
+        "metrics": dict(accuracy.get("quantized") or {}),
+        "gate": ("passed" if accuracy.get("passed") else "failed") if accuracy and not accuracy.get("reason")
+        else accuracy.get("reason") or ("fp32 artifact" if not quantization else "not judged"),
+        "kept_float": len(quantization.get("kept_float", [])),
+        "calibration_sha256": (quantization.get("calibration") or {}).get("sha256"),
+        "latency_ms": {},
+    }
+
+
+def _size(folder: Path, manifest: Mapping[str, Any]) -> int:
+    """Bytes of the artifact files (a .mlpackage is a folder), each counted once."""
+    total = 0
+    for name in sorted({section["file"] for section in manifest["entry_points"].values()}):
+        path = folder / name
+        total += sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+    return total
+
+
+def add_latency(rows: Sequence[dict[str, Any]], measurements: Iterable[Any]) -> None:
+    """Fill each row's p50 latency (ms) per entry point from rapsam-bench measurements of the same artifact kind."""
+    for m in measurements:
+        if m.status != "ok" or m.entry_point not in LATENCY_ENTRIES:
+            continue
+        for row in rows:
+            if (TARGET_RUNTIMES.get(row["target"]) == m.runtime and row["scheme"] == m.precision
+                    and row["model"] == m.model and list(row["input_size"]) == list(m.input_size)):
+                row["latency_ms"][m.entry_point] = round(m.latency_ms["p50"], 2)
+
+
+def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Rows of the table, the fp32 PyTorch reference first (from the first row that was judged)."""
+    header = ["target", "scheme", "size MB", "PQ", "click mIoU", "box mIoU", "VIS AP",
+              *(f"{e} p50 ms" for e in LATENCY_ENTRIES), "gate"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(header) - 3) + "---|"]
+    reference = next((row["reference"] for row in rows if row["reference"]), None)
+    if reference:
+        cells = ["PyTorch", "fp32 (reference)", "-", *(_metric(reference.get(m)) for m in METRICS),
+                 *("-" for _ in LATENCY_ENTRIES), "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    for row in rows:
+        metrics = [_metric(row["metrics"].get(m), row["reference"].get(m)) for m in METRICS]
+        latency = [f"{row['latency_ms'][e]:.1f}" if e in row["latency_ms"] else "-" for e in LATENCY_ENTRIES]
+        cells = [row["target"], row["scheme"], f"{row['size_mb']:.2f}", *metrics, *latency, row["gate"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _metric(value: float | None, reference: float | None = None) -> str:
+    if value is None:
+        return "-"
+    kept = f" ({value / reference:.0%})" if reference else ""
+    return f"{100 * value:.1f}{kept}"
+
+
+def write_report(folders: Sequence[str | Path], out: str | Path, bench: Sequence[str | Path] = ()) -> str:
+    """Rows of `folders` with the latency of `bench` results, written to `out`.json and `out`.md."""
+    from rapsam.bench.schema import read_results
+
+    if not folders:
+        raise QuantizationError("give the folders of rapsam-convert to report on")
+    rows = [artifact_row(folder) for folder in folders]
+    for path in bench:
+        add_latency(rows, read_results(path).measurements)
+    table = markdown(rows)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"rows": rows}, indent=2, sort_keys=True) + "\n")
+    out.with_suffix(".md").write_text(table + "\n")
+    return table
