@@ -242,3 +242,33 @@ def test_quantizer_errors_name_the_fix(model, calibration, tmp_path) -> None:
     with pytest.raises(QuantizationError, match="drop --keep-float"):
         quantizer.quantize(model, _request(), "fp16", None, tmp_path, keep_float=["panoptic_head.*"])
     assert not any(tmp_path.iterdir())
+
+
+def test_biases_written_as_4d_quantize_as_their_1d_selves(float_once, calibration, model) -> None:
+    """litert-torch writes some biases (EdgeNeXt's channels-last linears, transposed convs) as (1, 1, 1, C):
+    quantized per channel along their size-1 axis, the interpreter refused them. Planted here in the tiny
+    model's fp32 file, they must give the same int8 model as the 1-D ones."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from rapsam.quantize.tflite import BIAS_INPUTS, _opname, quantize_flatbuffer
+
+    (store, _), = [value for key, value in float_once.items() if key[0] == ENTRIES]
+    content = (store / MODEL_FILE).read_bytes()
+    tflite = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    planted = 0
+    for subgraph in tflite.subgraphs:
+        for op in subgraph.operators:
+            index = BIAS_INPUTS.get(_opname(tflite, op))
+            if index is not None and len(op.inputs) > index and op.inputs[index] >= 0:
+                bias = subgraph.tensors[op.inputs[index]]
+                if len(bias.shape) == 1:
+                    bias.shape = np.array([1, 1, 1, bias.shape[0]], dtype=np.int32)
+                    planted += 1
+    assert planted > 10
+    feeds = {entry: [dict(feed) for feed in calibration.feeds[entry]] for entry in ENTRIES}
+    planted_bytes = bytes(flatbuffer_utils.convert_object_to_bytearray(tflite))
+    quantized, _ = quantize_flatbuffer(planted_bytes, "int8-static", feeds, model=model)
+    assert quantized == quantize_flatbuffer(content, "int8-static", feeds, model=model)[0]
+    runner = Interpreter(model_content=quantized).get_signature_runner("encode")  # loads: no "num_scales" error
+    assert np.isfinite(runner(**calibration.feeds["encode"][0])["features"]).all()

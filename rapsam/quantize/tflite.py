@@ -54,6 +54,7 @@ WEIGHTED_OPS = MappingProxyType({
     "BATCH_MATMUL": (1, 0), "EMBEDDING_LOOKUP": (1, 0),
 })
 QUANTIZED_TYPES = ("INT8", "INT16", "FLOAT16")
+BIAS_INPUTS = MappingProxyType({"FULLY_CONNECTED": 2, "CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "TRANSPOSE_CONV": 3})
 
 
 class LiteRTQuantizer:
@@ -151,7 +152,7 @@ def quantize_flatbuffer(
     float_scopes = {op.rsplit(":", 1)[1] for op in kept_ops}
     if scheme == "int8-static":
         float_scopes |= _activation_products(content)
-    engine = quantizer.Quantizer(content)
+    engine = quantizer.Quantizer(_flat_biases(content))
     if scheme == "int8-static":
         for op in QUANTIZED_OPS:
             engine.add_static_config(".*", qtyping.TFLOperationName(op), activation_num_bits=8, weight_num_bits=8)
@@ -170,6 +171,30 @@ def quantize_flatbuffer(
         ranges = engine.calibrate(dict(feeds), num_threads=min(4, os.cpu_count() or 1)) if feeds else None
         result = engine.quantize(ranges, enable_progress_bar=False, enable_progress_report=False)
     return _float_outputs(bytes(result.quantized_model)), kept_ops
+
+
+def _flat_biases(content: bytes) -> bytes:
+    """Biases of the quantized ops as the 1-D tensors TFLite's kernels read them as.
+
+    litert-torch writes some (EdgeNeXt's channels-last linears, the neck's transposed convs) as (1, 1, 1, C);
+    ai-edge-quantizer then quantizes them per channel along axis 0 (size 1) and the interpreter refuses the
+    model ("num_scales must be 1 ... but got 168"). The values and their order are the same either way.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    tflite = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    changed = False
+    for subgraph in tflite.subgraphs:
+        for op in subgraph.operators:
+            index = BIAS_INPUTS.get(_opname(tflite, op))
+            if index is None or len(op.inputs) <= index or op.inputs[index] < 0:
+                continue
+            bias = subgraph.tensors[op.inputs[index]]
+            if bias.shape is not None and len(bias.shape) > 1 and _is_constant(tflite, subgraph, op.inputs[index]):
+                bias.shape = np.array([int(np.prod(bias.shape))], dtype=np.int32)
+                bias.shapeSignature = None
+                changed = True
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(tflite)) if changed else content
 
 
 def _activation_products(content: bytes) -> set[str]:
