@@ -220,7 +220,8 @@ def _convert_one(net, converter, request, out_dir, weights_name, run_parity, par
     staging.chmod(0o755)  # mkdtemp makes it private; the artifact is meant to be shared
     try:
         started = time.perf_counter()
-        progress(f"[{converter.name}] converting {', '.join(request.entry_points)} at {height}x{width}, {request.precision}")
+        kind = request.precision if quantization is None else quantization.scheme
+        progress(f"[{converter.name}] converting {', '.join(request.entry_points)} at {height}x{width}, {kind}")
         with _quiet_backends():
             if quantization is None:
                 files = converter.convert(net, request, staging)

@@ -39,10 +39,23 @@ def artifact_row(folder: str | Path) -> dict[str, Any]:
         "metrics": dict(accuracy.get("quantized") or {}),
         "gate": ("passed" if accuracy.get("passed") else "failed") if accuracy and not accuracy.get("reason")
         else accuracy.get("reason") or ("fp32 artifact" if not quantization else "not judged"),
+        "parity": _parity(manifest),
         "kept_float": len(quantization.get("kept_float", [])),
         "calibration_sha256": (quantization.get("calibration") or {}).get("sha256"),
         "latency_ms": {},
     }
+
+
+def _parity(manifest: Mapping[str, Any]) -> dict[str, float | None]:
+    """The worst mask IoU and class agreement against fp32 PyTorch over the parity checker's inputs and prompts
+    (None where parity did not run)."""
+    rows = (manifest.get("parity") or {}).get("results") or []
+
+    def worst(check: str) -> float | None:
+        values = [row["checks"][check]["value"] for row in rows if check in row["checks"]]
+        return min(values) if values else None
+
+    return {"mask_iou": worst("mask_iou"), "label_agreement": worst("class_top1")}
 
 
 def _size(folder: Path, manifest: Mapping[str, Any]) -> int:
@@ -66,19 +79,22 @@ def add_latency(rows: Sequence[dict[str, Any]], measurements: Iterable[Any]) -> 
 
 
 def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Rows of the table, the fp32 PyTorch reference first (from the first row that was judged)."""
-    header = ["target", "scheme", "size MB", "PQ", "click mIoU", "box mIoU", "VIS AP",
-              *(f"{e} p50 ms" for e in LATENCY_ENTRIES), "gate"]
+    """Rows of the table, the fp32 PyTorch reference first (from the first row that was judged). Parity is the
+    worst case over the checker's inputs and prompts: an alarm for a broken artifact, not the task metric."""
+    header = ["target", "scheme", "size MB", "PQ", "click mIoU", "box mIoU", "VIS AP", "parity mask IoU",
+              "parity labels", *(f"{e} p50 ms" for e in LATENCY_ENTRIES), "gate"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * 2 + "---:|" * (len(header) - 3) + "---|"]
     reference = next((row["reference"] for row in rows if row["reference"]), None)
     if reference:
-        cells = ["PyTorch", "fp32 (reference)", "-", *(_metric(reference.get(m)) for m in METRICS),
+        cells = ["PyTorch", "fp32 (reference)", "-", *(_metric(reference.get(m)) for m in METRICS), "1", "1",
                  *("-" for _ in LATENCY_ENTRIES), "-"]
         lines.append("| " + " | ".join(cells) + " |")
     for row in rows:
         metrics = [_metric(row["metrics"].get(m), row["reference"].get(m)) for m in METRICS]
         latency = [f"{row['latency_ms'][e]:.1f}" if e in row["latency_ms"] else "-" for e in LATENCY_ENTRIES]
-        cells = [row["target"], row["scheme"], f"{row['size_mb']:.2f}", *metrics, *latency, row["gate"]]
+        parity = [f"{row['parity'][k]:.3f}" if row["parity"][k] is not None else "-"
+                  for k in ("mask_iou", "label_agreement")]
+        cells = [row["target"], row["scheme"], f"{row['size_mb']:.2f}", *metrics, *parity, *latency, row["gate"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
