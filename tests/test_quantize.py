@@ -92,6 +92,6 @@ def test_report_puts_sizes_and_bench_latency_beside_each_artifact(tmp_path: Path
     assert [(r["scheme"], r["latency_ms"]) for r in rows] == [(p, {"segment": p50[p]}) for p in ("fp32", "int8-dynamic")]
     sizes = [sum(f.stat().st_size for f in folder.glob("*.onnx")) / 2**20 for folder in folders]
     assert [r["size_mb"] for r in rows] == [round(size, 3) for size in sizes] and sizes[1] < sizes[0]
-    assert [r["gate"] for r in rows] == ["fp32 artifact", "not judged"]
+    assert [r["gate"] for r in rows] == ["-", "not judged"]
     assert (tmp_path / "table.md").read_text() in capsys.readouterr().out + "\n"
     assert quantize_main(["report", str(tmp_path / "nothing")]) == 2  # one line on stderr, as every CLI error
