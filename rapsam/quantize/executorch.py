@@ -139,8 +139,8 @@ def _min_max_activations(config: Any) -> Any:
     """XNNPACK's static config with activation ranges from MinMax observers instead of its Histogram ones.
 
     The histogram's range search in `convert_pt2e` costs ~0.15 s per observed tensor (minutes for a full
-    model on 2 cores) and bought nothing measurable here: MinMax is what the ONNX scheme calibrates with, and
-    the accuracy gate judges the result on held-out data either way.
+    model on 2 cores). MinMax is what the ONNX scheme calibrates with, the demo's int8 .pte keeps 99-101% of
+    its fp32 PQ and prompt mIoU with it (README), and the accuracy gate judges every artifact either way.
     """
     from dataclasses import replace
 
