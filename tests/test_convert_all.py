@@ -11,8 +11,9 @@ from rapsam.convert import convert
 
 @pytest.mark.slow
 def test_edgenext_s_converts_to_every_target(tmp_path) -> None:
+    # segment holds encode and panoptic; with prompt, every op of the model converts
     results = convert("all", model="rapsam_edgenext_s", input_size=(256, 256), num_prompts=2, out_dir=tmp_path,
-                      progress=lambda m: None)
+                      entry_points=("segment", "prompt"), progress=lambda m: None)
     by_target = {r.target: r for r in results}
     assert set(by_target) == {"coreml", "executorch", "tflite", "onnx"}
     for target, result in by_target.items():
