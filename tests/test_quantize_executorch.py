@@ -161,14 +161,15 @@ def test_static_encode_is_int8_smaller_and_close(model, calibration, test_inputs
 
 @pytest.fixture(scope="module")
 def converted(model, calibration, tmp_path_factory) -> dict[str, tuple[Path, ConvertedFiles]]:
-    """The heads as fp32 (the float converter), int8-static and int8-dynamic."""
+    """The heads as fp32 (the float converter) and int8-static; the panoptic head as int8-dynamic."""
     made = {}
     for kind in ("fp32", "int8-static", "int8-dynamic"):
         folder = tmp_path_factory.mktemp(kind)
         if kind == "fp32":
             made[kind] = folder, CONVERTER.convert(model, _request(HEADS), folder)
-        else:
-            made[kind] = folder, QUANTIZER.quantize(model, _request(HEADS), kind, calibration, folder)
+        else:  # dynamic int8 reaches the linears only: the panoptic head has them all
+            entries = HEADS if kind == "int8-static" else ("panoptic",)
+            made[kind] = folder, QUANTIZER.quantize(model, _request(entries), kind, calibration, folder)
     return made
 
 
@@ -195,11 +196,11 @@ def test_dynamic_int8_quantizes_the_linears_only(model, converted, test_inputs) 
     assert files.info["quantization"] == "int8-dynamic"
     ops = files.info["quantized_ops"]
     assert ops["panoptic"]["quantized_decomposed.choose_qparams.tensor"] > 0  # activations quantized per call
-    assert not any("quantize_per_tensor.default" in op for entry in HEADS for op in ops[entry])  # nothing static
+    assert not any("quantize_per_tensor.default" in op for op in ops["panoptic"])  # nothing static
     assert not [op for ops in files.info["non_delegated_ops"].values() for op in ops if "quantize" in op]
     assert (folder / FILE_NAME).read_bytes() != (converted["fp32"][0] / FILE_NAME).read_bytes()
     similarity = _similarity(model, folder, files, test_inputs)
-    # measured (medians): panoptic >= 0.9998, prompt masks 0.989
+    # measured (medians): panoptic >= 0.9998
     assert min(min(outputs.values()) for outputs in similarity.values()) > 0.97
 
 
