@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -90,6 +90,30 @@ def check_scheme(quantizer: Quantizer, scheme: str, calibration: Calibration | N
     if scheme in quantizer.calibrated and (calibration is None or len(calibration) == 0):
         raise QuantizationError(f"scheme {scheme} of {quantizer.target} is calibrated: give --calib DATA "
                                 "(an image folder, a COCO panoptic root, or 'synthetic')")
+
+
+def check_calibration_entries(calibration: Calibration | None, entry_points: Sequence[str]) -> Calibration:
+    """The calibration of a calibrated scheme, refused (with the fix) when it lacks feeds for an entry point."""
+    assert calibration is not None  # check_scheme has refused a missing one
+    missing = [e for e in entry_points if not calibration.feeds.get(e)]
+    if missing:
+        raise QuantizationError(f"the calibration has no inputs for {', '.join(missing)}: load it with "
+                                f"entry_points including {', '.join(missing)}")
+    return calibration
+
+
+def check_feed_shapes(entry: str, feeds: Sequence[Mapping[str, np.ndarray]], inputs: Sequence[Any]) -> None:
+    """Refuse feeds made at another input size or prompt count than `inputs` (the entry's example inputs, in
+    the contract's order): they would calibrate nothing useful, or crash deep inside a toolchain."""
+    from rapsam.export import get_entry_point
+
+    for feed in feeds:
+        for name, example in zip(get_entry_point(entry).inputs, inputs, strict=True):
+            got = tuple(np.shape(feed.get(name, np.empty(0))))
+            if name not in feed or got != tuple(example.shape):
+                raise QuantizationError(f"calibration input {entry}/{name} has shape {got}, the model takes "
+                                        f"{tuple(example.shape)}: load the calibration with the same input size "
+                                        "and num_prompts")
 
 
 def kept_modules(model: RapSAM, patterns: Sequence[str]) -> list[str]:

@@ -46,7 +46,13 @@ from rapsam.convert import coreml as float_converter
 from rapsam.convert.base import ConvertedFiles, TargetRequest
 from rapsam.export import export_entry_point
 from rapsam.models.rapsam import RapSAM
-from rapsam.quantize.base import Calibration, QuantizationError, check_scheme, kept_modules
+from rapsam.quantize.base import (
+    Calibration,
+    QuantizationError,
+    check_calibration_entries,
+    check_scheme,
+    kept_modules,
+)
 from rapsam.quantize.pt2e import WRAPPER_PREFIX, quantize_program
 
 SCHEMES = MappingProxyType({
@@ -123,11 +129,7 @@ def _check_calibrated(calibration: Calibration | None, request: TargetRequest,
     if options.deployment_target not in ACTIVATION_TARGETS:
         raise QuantizationError(f"w8a8 quantizes activations, which Core ML runs from iOS17: "
                                 f"add --option deployment_target=iOS17 (not {options.deployment_target})")
-    assert calibration is not None  # check_scheme has refused a missing one
-    missing = [e for e in request.entry_points if not calibration.feeds.get(e)]
-    if missing:
-        raise QuantizationError(f"the calibration has no inputs for {', '.join(missing)}: load it with "
-                                f"entry_points including {', '.join(missing)}")
+    check_calibration_entries(calibration, request.entry_points)
 
 
 # ---- weight compression (coremltools.optimize.coreml) -------------------------------------------------

@@ -36,7 +36,13 @@ from rapsam.convert import executorch as float_converter
 from rapsam.convert.base import ConvertedFiles, TargetRequest
 from rapsam.export import example_inputs, get_entry_point
 from rapsam.models.rapsam import RapSAM
-from rapsam.quantize.base import Calibration, QuantizationError, check_scheme, kept_modules
+from rapsam.quantize.base import (
+    Calibration,
+    QuantizationError,
+    check_calibration_entries,
+    check_scheme,
+    kept_modules,
+)
 from rapsam.quantize.pt2e import WRAPPER_PREFIX, quantize_program
 
 QUANTIZED_NAMESPACE = "quantized_decomposed."
@@ -110,12 +116,7 @@ def _feeds(model: RapSAM, request: TargetRequest, entry: str, scheme: str,
         names = get_entry_point(entry).inputs
         inputs = example_inputs(model, entry, input_size=request.input_size, num_prompts=request.num_prompts)
         return [{name: value.numpy() for name, value in zip(names, inputs)}]
-    assert calibration is not None  # check_scheme refused a missing one
-    feeds = calibration.feeds.get(entry)
-    if not feeds:
-        raise QuantizationError(f"calibration {calibration.source!r} has no feeds for entry point {entry}; "
-                                "make it again for this entry point")
-    return feeds
+    return check_calibration_entries(calibration, [entry]).feeds[entry]
 
 
 def _quantizer(scheme: str, kept: Sequence[str]) -> Any:

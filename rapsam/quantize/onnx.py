@@ -20,8 +20,14 @@ from typing import Any
 import numpy as np
 
 from rapsam.convert.base import ConvertedFiles, TargetRequest
+from rapsam.export import example_inputs
 from rapsam.models.rapsam import RapSAM
-from rapsam.quantize.base import Calibration, QuantizationError, check_scheme
+from rapsam.quantize.base import (
+    Calibration,
+    check_calibration_entries,
+    check_feed_shapes,
+    check_scheme,
+)
 
 SCHEMES = MappingProxyType({
     "int8-static": "QDQ int8: per-channel symmetric int8 weights, uint8 activations calibrated by MinMax",
@@ -57,7 +63,10 @@ class OnnxQuantizer:
 
         check_scheme(self, scheme, calibration)
         if scheme in self.calibrated:
-            _check_calibration_entries(calibration, request.entry_points)
+            calibration = check_calibration_entries(calibration, request.entry_points)
+            for entry in request.entry_points:  # before the fp32 conversion: a wrong calibration costs nothing
+                check_feed_shapes(entry, calibration.feeds[entry], example_inputs(
+                    model, entry, input_size=request.input_size, num_prompts=request.num_prompts))
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         options = {**CONVERTER.option_defaults, **{k: v for k, v in request.options.items()
@@ -74,8 +83,6 @@ class OnnxQuantizer:
                 prepared = _preprocess(scratch / file, scratch / f"{entry}.prepared.onnx")
                 excluded = _nodes_to_keep_float(prepared, model, entry, float_request, keep_float, scheme)
                 feeds = calibration.feeds[entry] if scheme in self.calibrated and calibration else None
-                if feeds is not None:
-                    _check_feed_shapes(prepared, entry, feeds)
                 _quantize_file(prepared, folder / file, scheme, feeds, excluded, options["ir_version"])
                 kept += [f"{entry}:{name}" for name in excluded]
                 counts[file] = count_quantized_nodes(folder / file)
@@ -87,28 +94,6 @@ class OnnxQuantizer:
                                    "images": len(calibration)}
         return ConvertedFiles(entry_files=dict(converted.entry_files), entry_methods=dict(converted.entry_methods),
                               info=info)
-
-
-def _check_calibration_entries(calibration: Calibration | None, entry_points: Sequence[str]) -> None:
-    assert calibration is not None  # check_scheme has refused a missing one
-    missing = [e for e in entry_points if not calibration.feeds.get(e)]
-    if missing:
-        raise QuantizationError(f"the calibration has no inputs for {', '.join(missing)}: load it with "
-                                f"entry_points including {', '.join(missing)}")
-
-
-def _check_feed_shapes(path: Path, entry: str, feeds: Sequence[Mapping[str, np.ndarray]]) -> None:
-    """A calibration made at another input size or prompt count would calibrate nothing useful (or crash
-    deep inside ORT), so it is refused here with the fix."""
-    import onnx
-
-    graph = onnx.load(path, load_external_data=False).graph
-    for value in graph.input:
-        expected = tuple(d.dim_value for d in value.type.tensor_type.shape.dim)
-        got = tuple(np.shape(feeds[0].get(value.name, np.empty(0))))
-        if value.name not in feeds[0] or got != expected:
-            raise QuantizationError(f"calibration input {entry}/{value.name} has shape {got}, the model takes "
-                                    f"{expected}: load the calibration with the same input size and num_prompts")
 
 
 def _preprocess(source: Path, target: Path) -> Path:

@@ -16,7 +16,7 @@ import torch
 from rapsam.convert.base import TargetRequest
 from rapsam.export import example_inputs, get_entry_point
 from rapsam.models.rapsam import RapSAM
-from rapsam.quantize.base import QuantizationError
+from rapsam.quantize.base import QuantizationError, check_feed_shapes
 
 # The entry wrappers of `rapsam.export` hold the model under this attribute name: a model module `neck` is
 # the graph's `model.neck` in `nn_module_stack`.
@@ -53,17 +53,9 @@ def quantize_program(model: RapSAM, entry: str, request: TargetRequest, quantize
 def torch_feeds(entry: str, feeds: Sequence[Mapping[str, np.ndarray]],
                 inputs: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, ...]]:
     """Calibration feeds as torch tuples in the contract's order, refused if made for other shapes."""
+    check_feed_shapes(entry, feeds, inputs)
     names = get_entry_point(entry).inputs
-    batches = []
-    for feed in feeds:
-        for name, example in zip(names, inputs, strict=True):
-            got = tuple(np.shape(feed.get(name, np.empty(0))))
-            if name not in feed or got != tuple(example.shape):
-                raise QuantizationError(f"calibration input {entry}/{name} has shape {got}, the model takes "
-                                        f"{tuple(example.shape)}: load the calibration with the same input size "
-                                        "and num_prompts")
-        batches.append(tuple(torch.from_numpy(np.asarray(feed[name])) for name in names))
-    return batches
+    return [tuple(torch.from_numpy(np.asarray(feed[name])) for name in names) for feed in feeds]
 
 
 def plain_conv_weights(graph: torch.fx.GraphModule) -> None:

@@ -36,7 +36,13 @@ import numpy as np
 from rapsam.convert.base import ConvertedFiles, TargetRequest
 from rapsam.export import get_entry_point
 from rapsam.models.rapsam import RapSAM
-from rapsam.quantize.base import Calibration, QuantizationError, check_scheme, kept_modules
+from rapsam.quantize.base import (
+    Calibration,
+    QuantizationError,
+    check_calibration_entries,
+    check_scheme,
+    kept_modules,
+)
 
 SCHEMES = MappingProxyType({
     "int8-static": "int8 weights (per channel) and activations (per tensor, calibrated) of conv / fully-connected "
@@ -115,11 +121,7 @@ def _calibration_feeds(
 ) -> dict[str, list[dict[str, np.ndarray]]]:
     """{signature: [feed]}: every entry point's feeds, each with every contract input (checked here, because
     ai-edge-quantizer would fail deep inside its interpreter or calibrate nothing)."""
-    assert calibration is not None  # check_scheme has refused a missing one
-    missing = [e for e in entry_points if not calibration.feeds.get(e)]
-    if missing:
-        raise QuantizationError(f"the calibration has no inputs for {', '.join(missing)}: load it with "
-                                f"entry_points including {', '.join(missing)}")
+    calibration = check_calibration_entries(calibration, entry_points)
     feeds = {}
     for entry in entry_points:
         names = get_entry_point(entry).inputs
