@@ -219,13 +219,13 @@ def _artifact_folder(runtime: str, model: str, weights: str | None, input_size: 
                      entries: Sequence[str], num_prompts: int, root: Path, progress: Callable[[str], None]) -> Path:
     """The converted folder for `runtime` (reused when its manifest matches the request, else converted)."""
     from rapsam.checkpoint import weights_id
-    from rapsam.convert import convert
+    from rapsam.convert import convert, folder_name
     from rapsam.convert.manifest import prompt_slots
 
     target = ARTIFACT_TARGETS[runtime]
     quantize = precision if precision in QUANTIZED else None
     root = root / precision
-    folder = root / f"{model}-{input_size[0]}x{input_size[1]}-{target}{f'-{quantize}' if quantize else ''}"
+    folder = root / folder_name(model, input_size, target, quantize)
     manifest_path = folder / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())

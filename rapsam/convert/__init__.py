@@ -46,7 +46,8 @@ from rapsam.inference import check_input_size
 # artifact segments real scenes instead of noise.
 DEFAULT_MODEL = "rapsam_edgenext_demo"
 
-__all__ = ["DEFAULT_MODEL", "ConversionError", "ConversionResult", "MissingBackendError", "check_artifact", "convert"]
+__all__ = ["DEFAULT_MODEL", "ConversionError", "ConversionResult", "MissingBackendError", "check_artifact", "convert",
+           "folder_name"]
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,11 @@ def convert(
     return results
 
 
+def folder_name(model: str, input_size: tuple[int, int], target: str, scheme: str | None = None) -> str:
+    """`<model>-<H>x<W>-<target>[-<scheme>]`: where `convert` writes an artifact under its out_dir."""
+    return f"{model}-{input_size[0]}x{input_size[1]}-{target}" + (f"-{scheme}" if scheme else "")
+
+
 @dataclass(frozen=True)
 class Quantization:
     """What `convert(quantize=...)` hands each conversion: the toolchain, scheme, data and gate."""
@@ -213,8 +219,8 @@ class Quantization:
 def _convert_one(net, converter, request, out_dir, weights_name, run_parity, parity_gate, progress,
                  quantization: Quantization | None = None) -> ConversionResult:
     height, width = request.input_size
-    scheme = f"-{quantization.scheme}" if quantization is not None else ""
-    final = out_dir / f"{net.config.name}-{height}x{width}-{converter.name}{scheme}"
+    final = out_dir / folder_name(net.config.name, request.input_size, converter.name,
+                                  quantization.scheme if quantization is not None else None)
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=out_dir))
     staging.chmod(0o755)  # mkdtemp makes it private; the artifact is meant to be shared
