@@ -18,8 +18,6 @@ from rapsam.quantize.base import QuantizationError
 
 METRICS = ("pq", "prompt_point", "prompt_box", "video_ap")
 LATENCY_ENTRIES = ("segment", "prompt")
-# rapsam-bench runtime of each target's artifacts
-TARGET_RUNTIMES = {"onnx": "onnxruntime", "executorch": "executorch", "tflite": "litert"}
 
 
 def artifact_row(folder: str | Path) -> dict[str, Any]:
@@ -78,11 +76,13 @@ def _size(folder: Path, manifest: Mapping[str, Any]) -> int:
 
 def add_latency(rows: Sequence[dict[str, Any]], measurements: Iterable[Any]) -> None:
     """Fill each row's p50 latency (ms) per entry point from rapsam-bench measurements of the same artifact kind."""
+    from rapsam.bench.desktop import ARTIFACT_TARGETS
+
     for m in measurements:
         if m.status != "ok" or m.entry_point not in LATENCY_ENTRIES:
             continue
         for row in rows:
-            if (TARGET_RUNTIMES.get(row["target"]) == m.runtime and row["scheme"] == m.precision
+            if (ARTIFACT_TARGETS.get(m.runtime) == row["target"] and row["scheme"] == m.precision
                     and row["model"] == m.model and list(row["input_size"]) == list(m.input_size)):
                 row["latency_ms"][m.entry_point] = round(m.latency_ms["p50"], 2)
 
