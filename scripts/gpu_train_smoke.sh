@@ -9,7 +9,7 @@ mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONWARNINGS=ignore PYTHONUNBUFFERED=1
 for config in smoke_r18 smoke_edgenext_s; do
     echo "== $(date +%T) $config" | tee -a "$OUT/train.log"
-    timeout 100 python3 -m rapsam.training "$config" --set output="/tmp/runs/$config" ${TRAIN_EXTRA:-} \
+    timeout "${TRAIN_TIMEOUT:-100}" python3 -m rapsam.training "$config" --set output="/tmp/runs/$config" ${TRAIN_EXTRA:-} \
         2>&1 | tee -a "$OUT/train.log" | tail -n 3
     cp "/tmp/runs/$config/summary.json" "$OUT/train-$config.json" 2>/dev/null || echo "$config: no summary"
 done

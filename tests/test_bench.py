@@ -135,6 +135,21 @@ def test_cuda_graph_warms_up_on_a_side_stream_captures_once_and_replays() -> Non
     assert cuda.log == [("replay", [("kernel", "capture")])] * 2  # no Python call of the model again
 
 
+def test_compiled_kernels_are_graphed_by_the_bench_unless_the_mode_graphs_them_itself() -> None:
+    def spec(runtime: str, device: str = "cuda", mode: str | None = None) -> MeasureSpec:
+        return MeasureSpec(runtime=runtime, device=device, model="rapsam_tiny", entry_point="segment",
+                           input_size=SIZE, compile_mode=mode)
+
+    assert spec("torch-cudagraph").own_cuda_graph
+    assert spec("torch-compile").own_cuda_graph and spec("torch-compile", mode="max-autotune-no-cudagraphs").own_cuda_graph
+    assert spec("torch-compile").options()["cuda_graph"] == "captured"
+    # Inductor's cudagraph trees already replay these: a second capture around them is not taken.
+    for mode in ("reduce-overhead", "max-autotune"):
+        assert not spec("torch-compile", mode=mode).own_cuda_graph
+        assert "cuda_graph" not in spec("torch-compile", mode=mode).options()
+    assert not spec("torch-compile", device="cpu").own_cuda_graph and not spec("torch-eager").own_cuda_graph
+
+
 def test_host_timer_and_run_counts() -> None:
     calls = []
     samples = time_calls(lambda: calls.append(1), warmup=2, runs=4, timer=HostTimer())

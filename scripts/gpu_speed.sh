@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The GPU work of one session in one call (see DEVELOPERS.md), from the repo root: OUT=$OUT bash scripts/gpu_speed.sh
+# Budget: about 9 minutes on one H100/H200. Each step has its own timeout and saves as it goes.
+#   1. rapsam-bench --paper, torch.compile fp16 with the compiled kernels replayed from rapsam-bench's own CUDA
+#      graph, for the variants with the 1,000 FPS target (bench-cuda-compile-graph.json).
+#   2. The bf16 training smoke (scripts/gpu_train_smoke.sh: train-smoke_*.json).
+#   3. scripts/gpu_probe.py on R18: where the compiled time goes (backbone / neck / head) and which compile
+#      settings cut it (probe-r18.json).
+set -uo pipefail
+OUT=${OUT:-results/gpu}
+mkdir -p "$OUT"
+export PYTHONPATH=$PWD PYTHONWARNINGS=ignore PYTHONUNBUFFERED=1
+step() { echo "== $(date +%T) $*" | tee -a "$OUT/session.log"; }
+
+step machine
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } | tee -a "$OUT/session.log"
+
+step "1 torch.compile fp16 + own CUDA graph"
+timeout 140 python3 -m rapsam.bench --device cuda --paper --models rapsam_r18,rapsam_edgenext_s,rapsam_topformer_b \
+    --runtimes torch-compile --precisions fp16 --compile-mode default --warmup 10 --runs 100 \
+    --out "$OUT/bench-cuda-compile-graph.json" 2>>"$OUT/bench.log" | tee -a "$OUT/session.log"
+
+step "2 bf16 training smoke"
+TRAIN_TIMEOUT=75 bash scripts/gpu_train_smoke.sh 2>&1 | tee -a "$OUT/session.log"
+
+step "3 R18 probe"
+timeout 290 python3 scripts/gpu_probe.py --only 1,2,3,4,5,6,7,8 --deadline 280 --out "$OUT/probe-r18.json" \
+    2>>"$OUT/probe.log" | tee -a "$OUT/session.log"
+step done
