@@ -196,6 +196,7 @@ def bench_main(argv: list[str] | None = None) -> int:
     from rapsam.bench.schema import ResultsError, write_results
     from rapsam.bench.timing import BenchError, resolve_device
     from rapsam.fileio import atomic_path
+    from rapsam.models.deform_conv import SAMPLERS
 
     parser = argparse.ArgumentParser(
         prog="rapsam-bench",
@@ -212,7 +213,13 @@ def bench_main(argv: list[str] | None = None) -> int:
                         "int8-dynamic for the artifact runtimes (quantized on synthetic scenes) (default fp32; "
                         "fp32,fp16,bf16 with --paper on CUDA)")
     parser.add_argument("--compile-precisions", help="precisions torch-compile runs (default: all of --precisions)")
-    parser.add_argument("--compile-mode", help="torch.compile mode (default: reduce-overhead on CUDA, i.e. CUDA graphs)")
+    parser.add_argument("--compile-mode", help="torch.compile mode (default: default; on CUDA the compiled kernels "
+                        "are then replayed from one CUDA graph; reduce-overhead and max-autotune use Inductor's own)")
+    parser.add_argument("--deform-sampler", choices=SAMPLERS,
+                        help="PyTorch runtimes: how the neck's deformable convs sample (default grid_sample; "
+                        "gather_pixels_last fuses under torch.compile on GPUs)")
+    parser.add_argument("--freeze", action="store_true",
+                        help="torch-compile with Inductor's freezing: weights as constants, BatchNorm folded into convs")
     parser.add_argument("--channels-last", action="store_true",
                         help="PyTorch runtimes on NHWC tensors (often faster for fp16 convolutions on a GPU)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if present")
@@ -246,8 +253,9 @@ def bench_main(argv: list[str] | None = None) -> int:
             "runtimes": args.runtimes.split(",") if args.runtimes else None,
             "precisions": precisions.split(","),
             "compile_precisions": args.compile_precisions.split(",") if args.compile_precisions else None,
-            "compile_mode": args.compile_mode or ("reduce-overhead" if device == "cuda" else None),
-            "channels_last": args.channels_last,
+            "compile_mode": args.compile_mode,
+            "channels_last": args.channels_last, "freeze": args.freeze,
+            "deform_sampler": args.deform_sampler,
             "threads": args.threads, "warmup": args.warmup, "runs": args.runs, "num_prompts": args.num_prompts,
             "artifacts": args.artifacts, "isolate": args.isolate,
         }
@@ -274,6 +282,7 @@ def bench_main(argv: list[str] | None = None) -> int:
                 runtime=m.runtime, device=m.device, model=m.model, entry_point=m.entry_point,
                 input_size=tuple(m.input_size), precision=m.precision, weights=args.weights, threads=args.threads,
                 num_prompts=args.num_prompts, compile_mode=options["compile_mode"], channels_last=args.channels_last,
+                freeze=args.freeze, deform_sampler=args.deform_sampler,
             )) for m in results.measurements if m.status == "ok" and m.runtime in TORCH_RUNTIMES]
             with atomic_path(args.profile) as tmp:
                 tmp.write_text("\n\n".join(tables) + "\n")

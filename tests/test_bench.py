@@ -302,14 +302,17 @@ def test_compiled_graph_computes_what_eager_does() -> None:
 
     model = build_model("rapsam_tiny")
     inputs = example_inputs(model, "segment", input_size=SIZE, num_prompts=2)
-    outputs = []
-    for runtime in ("torch-eager", "torch-compile"):
-        spec = MeasureSpec(runtime=runtime, device="cpu", model="rapsam_tiny", entry_point="segment", input_size=SIZE)
-        call, _ = desktop._torch_call(spec, model, inputs)
-        outputs.append(call())
-    assert spec.options()["compile_mode"] == "default"
-    for eager, compiled in zip(*outputs, strict=True):
-        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+    specs = [MeasureSpec(runtime=runtime, device="cpu", model="rapsam_tiny", entry_point="segment", input_size=SIZE,
+                         freeze=freeze, deform_sampler=sampler)
+             for runtime, freeze, sampler in (("torch-eager", False, None), ("torch-compile", False, None),
+                                              ("torch-compile", True, "gather_pixels_last"))]
+    eager, *compiled_runs = [desktop._torch_call(spec, model, inputs)[0]() for spec in specs]
+    assert specs[1].options()["compile_mode"] == "default" and "freezing" not in specs[1].options()
+    assert specs[2].options() | {"threads": 0} == {"threads": 0, "compile_mode": "default", "freezing": True,
+                                                     "deform_sampler": "gather_pixels_last"}
+    for compiled in compiled_runs:
+        for expected, actual in zip(eager, compiled, strict=True):
+            torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_channels_last_computes_what_the_default_layout_does() -> None:

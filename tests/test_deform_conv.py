@@ -108,7 +108,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("sampler", ["grid_sample", "gather"])
+@pytest.mark.parametrize("sampler", ["grid_sample", "gather", "gather_pixels_last"])
 @pytest.mark.parametrize("index", range(len(CASES)))
 def test_matches_reference(index: int, sampler: str) -> None:
     c_in, c_out, kernel, stride, padding, dilation, groups, dg, bias, batch, height, width = CASES[index]
@@ -118,6 +118,10 @@ def test_matches_reference(index: int, sampler: str) -> None:
         groups=groups, deform_groups=dg, bias=bias,
     )
     x, offset, mask = _random_case(dcn, batch, height, width, seed=100 + index)
+    if sampler == "gather_pixels_last" and (groups, dg) != (1, 1):
+        with pytest.raises(ValueError, match="takes groups=1 and deform_groups=1"), deform_sampler(dcn, sampler):
+            dcn(x, offset, mask)
+        return
     with torch.no_grad(), deform_sampler(dcn, sampler):
         out = dcn(x, offset, mask)
     assert dcn.sampler == "grid_sample"  # restored

@@ -30,6 +30,7 @@ import rapsam
 from rapsam.bench.machine import machine_info, peak_rss_mb, versions
 from rapsam.bench.schema import Measurement, Results, latency_summary, skipped
 from rapsam.bench.timing import BenchError, capture_cuda_graph, resolve_device, time_calls, timer_for
+from rapsam.models.deform_conv import set_deform_sampler
 
 TORCH_RUNTIMES = ("torch-eager", "torch-cudagraph", "torch-compile")
 # torch.compile modes that replay their kernels from CUDA graphs of their own (cudagraph trees).
@@ -64,6 +65,8 @@ class MeasureSpec:
     artifact: str | None = None  # the converted folder, for artifact runtimes
     compile_mode: str | None = None
     channels_last: bool = False  # PyTorch runtimes: NHWC activations and conv weights
+    freeze: bool = False  # torch-compile: Inductor's freezing (weights as constants, BatchNorm folded)
+    deform_sampler: str | None = None  # PyTorch runtimes: how the neck's deformable convs sample (deform_conv.py)
 
     @property
     def own_cuda_graph(self) -> bool:
@@ -82,10 +85,14 @@ class MeasureSpec:
             options["compile_mode"] = self.compile_mode or "default"
             if self.own_cuda_graph:
                 options["cuda_graph"] = "captured"
+            if self.freeze:
+                options["freezing"] = True
         if self.runtime in TORCH_RUNTIMES and self.device == "cuda":
             options["cudnn_benchmark"] = True
         if self.runtime in TORCH_RUNTIMES and self.channels_last:
             options["memory_format"] = "channels_last"
+        if self.runtime in TORCH_RUNTIMES and self.deform_sampler:
+            options["deform_sampler"] = self.deform_sampler
         if self.runtime in ("executorch", "litert"):
             options["delegate"] = "xnnpack"
         if self.runtime == "onnxruntime":
@@ -101,6 +108,8 @@ def _torch_call(spec: MeasureSpec, model: Any, inputs: tuple[torch.Tensor, ...])
 
     dtype = DTYPES[spec.precision]
     layout = torch.channels_last if spec.channels_last else torch.contiguous_format
+    if spec.deform_sampler:
+        set_deform_sampler(model, spec.deform_sampler)
     wrapper = get_entry_point(spec.entry_point).wrapper(model).to(spec.device, dtype).eval()
     wrapper = wrapper.to(memory_format=layout)
 
@@ -112,9 +121,10 @@ def _torch_call(spec: MeasureSpec, model: Any, inputs: tuple[torch.Tensor, ...])
     if spec.device == "cuda":
         torch.backends.cudnn.benchmark = True  # static shapes: time each conv's algorithms once, keep the fastest
     if spec.runtime == "torch-compile":
-        # Inductor's freezing (BatchNorm folded into the convs) measured 14% slower on the H200 at 1344x800
-        # (results/h200/compile-freeze-nhwc.json against compile.json), so the graph keeps its parameters.
-        wrapper = torch.compile(wrapper, mode=spec.compile_mode, fullgraph=True)
+        # Freezing treats the weights as constants of this inference graph: BatchNorm folds into the convs and
+        # weight-only arithmetic is done once at compile time.
+        options = {**torch._inductor.list_mode_options(spec.compile_mode or "default"), "freezing": spec.freeze}
+        wrapper = torch.compile(wrapper, fullgraph=True, options=options)
 
     def call() -> Any:
         with torch.inference_mode():
@@ -275,6 +285,8 @@ def run_desktop(
     compile_mode: str | None = None,
     compile_precisions: Sequence[str] | None = None,
     channels_last: bool = False,
+    freeze: bool = False,
+    deform_sampler: str | None = None,
     artifacts: str | Path = "bench-artifacts",
     isolate: bool | None = None,
     settings: dict[str, Any] | None = None,
@@ -283,7 +295,8 @@ def run_desktop(
     """Every (runtime, precision, size, entry point) on this machine; what cannot run is a skipped row with
     its reason. `isolate` (default: on the CPU) runs each measurement in its own process.
     `compile_precisions` limits torch-compile (the slow one to prepare) to some of `precisions`;
-    `channels_last` runs the PyTorch runtimes on NHWC tensors."""
+    `channels_last` runs the PyTorch runtimes on NHWC tensors; `freeze` compiles with Inductor's freezing;
+    `deform_sampler` picks how their deformable convs sample."""
     from rapsam.checkpoint import build_model
     from rapsam.convert.base import MissingBackendError, get_converter
 
@@ -325,7 +338,7 @@ def run_desktop(
                         runtime=runtime, device=device, model=model, entry_point=entry, input_size=size,
                         precision=precision, weights=weights, num_prompts=num_prompts, threads=threads,
                         warmup=warmup, runs=runs, artifact=str(folder) if folder else None, compile_mode=compile_mode,
-                        channels_last=channels_last,
+                        channels_last=channels_last, freeze=freeze, deform_sampler=deform_sampler,
                     )
                     progress(f"[{runtime}] {entry} {size[0]}x{size[1]} {precision}: {warmup} warm-up + {runs} runs")
                     result = measure_isolated(spec) if isolate else measure(spec)
@@ -342,7 +355,7 @@ def run_desktop(
                   "entry_points": list(entry_points), "runtimes": list(runtimes), "precisions": list(precisions),
                   "device": device, "threads": threads, "warmup": warmup, "runs": runs, "num_prompts": num_prompts,
                   "compile_mode": compile_mode, "compile_precisions": list(compile_precisions or precisions),
-                  "channels_last": channels_last, "isolated": isolate, **(settings or {})},
+                  "channels_last": channels_last, "freeze": freeze, "deform_sampler": deform_sampler, "isolated": isolate, **(settings or {})},
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
 
@@ -381,9 +394,11 @@ def run_paper(
 
 
 def _layout(m: Measurement) -> str:
-    """What a paper-table row ran with beyond runtime and precision: its compile mode and NHWC."""
-    mode = m.options.get("compile_mode")
-    return (f" {mode}" if mode else "") + (" NHWC" if m.options.get("memory_format") == "channels_last" else "")
+    """What a row ran with beyond runtime and precision: compile mode, freezing, deformable sampler, NHWC."""
+    options = m.options
+    return "".join(f" {text}" for text in (
+        options.get("compile_mode"), "frozen" if options.get("freezing") else None, options.get("deform_sampler"),
+        "NHWC" if options.get("memory_format") == "channels_last" else None) if text)
 
 
 def paper_table(results: Results) -> str:
@@ -477,7 +492,7 @@ def format_table(results: Results) -> str:
     return "\n".join([title, *lines, *notes])
 
 
-def profile_table(spec: MeasureSpec, *, steps: int = 5, rows: int = 20) -> str:
+def profile_table(spec: MeasureSpec, *, steps: int = 5, rows: int = 40) -> str:
     """torch.profiler's table of where one entry point's time goes (kernels by CUDA time on a GPU, ops by
     CPU time otherwise), after the same warm-up as a measurement: for naming what dominates."""
     from torch.profiler import ProfilerActivity, profile
@@ -497,7 +512,8 @@ def profile_table(spec: MeasureSpec, *, steps: int = 5, rows: int = 20) -> str:
             call()
         if spec.device == "cuda":
             torch.cuda.synchronize()
-    sort_by = "cuda_time_total" if spec.device == "cuda" else "cpu_time_total"
+    # Kernels by their own time: a compiled region's total would top the table and name nothing.
+    sort_by = "self_cuda_time_total" if spec.device == "cuda" else "cpu_time_total"
     title = (f"{spec.model} {spec.entry_point} {spec.input_size[0]}x{spec.input_size[1]} {spec.runtime} "
              f"{spec.precision} on {spec.device}, {steps} calls")
     return f"{title}\n{prof.key_averages().table(sort_by=sort_by, row_limit=rows)}"

@@ -99,7 +99,40 @@ def _gather_sample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> t
     return out.reshape(groups_batch, channels, points * out_h, out_w)
 
 
-SAMPLERS = {"grid_sample": _grid_sample, "gather": _gather_sample}
+def _deform_conv_pixels_last(
+    x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """The whole modulated deformable conv (one group, one deformable group) with the pixels last: each
+    bilinear corner reads whole channel vectors, contiguous rows of a (B*H*W, C) table, and the modulated
+    samples of every kernel point form one (B*Ho*Wo, kh*kw*C) matrix for a single matmul with the weight.
+    For GPUs under torch.compile, which fuses the four gathers, their weights and the modulation into one
+    kernel; the channel-major samplers above read one scalar per channel and sample instead.
+    x (B, C, H, W), rows / cols / mask (B, P, Ho, Wo) -> (B, O, Ho, Wo)."""
+    batch, channels, height, width = x.shape
+    points, out_h, out_w = rows.shape[1:]
+    table = x.permute(0, 2, 3, 1).reshape(batch * height * width, channels)
+    # Positions in float32: fp16 holds integers exactly only up to 2048, and flat indices go far beyond.
+    rows, cols = rows.permute(0, 2, 3, 1).float(), cols.permute(0, 2, 3, 1).float()  # (B, Ho, Wo, P)
+    modulation = mask.permute(0, 2, 3, 1).float()
+    top, left = rows.floor(), cols.floor()
+    frac_y, frac_x = rows - top, cols - left
+    base = (torch.arange(batch, device=x.device) * (height * width)).view(-1, 1, 1, 1)
+    columns = torch.zeros((), dtype=x.dtype, device=x.device)
+    for corner_y, weight_y in ((top, 1.0 - frac_y), (top + 1.0, frac_y)):
+        inside_y = (corner_y >= 0) & (corner_y <= height - 1)
+        for corner_x, weight_x in ((left, 1.0 - frac_x), (left + 1.0, frac_x)):
+            inside = inside_y & (corner_x >= 0) & (corner_x <= width - 1)
+            index = (corner_y.clamp(0, height - 1) * width + corner_x.clamp(0, width - 1)).long() + base
+            scale = (weight_y * weight_x * modulation * inside).to(x.dtype)
+            columns = columns + table[index] * scale.unsqueeze(-1)  # (B, Ho, Wo, P, C)
+    kernel = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], points * channels)  # kernel point, then channel
+    out = F.linear(columns.reshape(batch * out_h * out_w, points * channels), kernel, bias)
+    return out.view(batch, out_h, out_w, -1).permute(0, 3, 1, 2)
+
+
+_CHANNEL_MAJOR_SAMPLERS = {"grid_sample": _grid_sample, "gather": _gather_sample}
+SAMPLERS = (*_CHANNEL_MAJOR_SAMPLERS, "gather_pixels_last")
 
 
 def modulated_deform_conv2d(
@@ -117,7 +150,8 @@ def modulated_deform_conv2d(
     sampler: str = "grid_sample",
 ) -> torch.Tensor:
     """DCNv2 forward with mmcv's argument meaning; see the module docstring for the layouts. `sampler`
-    picks how the bilinear samples are taken ("grid_sample" or "gather", the same values)."""
+    picks how the bilinear samples are taken ("grid_sample", "gather" or "gather_pixels_last", the same
+    values; the last needs groups = deform_groups = 1)."""
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     batch, channels, height, width = x.shape
     out_channels, _, kh, kw = weight.shape
@@ -144,8 +178,13 @@ def modulated_deform_conv2d(
         padding=padding,
         dilation=dilation,
     )
+    if sampler == "gather_pixels_last":
+        if groups != 1 or deform_groups != 1:
+            raise ValueError(f"the gather_pixels_last sampler takes groups=1 and deform_groups=1, got "
+                             f"{groups} and {deform_groups}: use grid_sample")
+        return _deform_conv_pixels_last(x, rows, cols, mask, weight, bias)
     group_channels = channels // deform_groups
-    sampled = SAMPLERS[sampler](
+    sampled = _CHANNEL_MAJOR_SAMPLERS[sampler](
         x.reshape(batch * deform_groups, group_channels, height + pad_h, width + pad_w), rows, cols
     )  # (B*dg, C/dg, kh*kw*Ho, Wo)
     sampled = sampled.reshape(batch * deform_groups, group_channels, points, out_h, out_w)
@@ -221,18 +260,25 @@ class ModulatedDeformConv2d(nn.Module):
         )
 
 
-@contextlib.contextmanager
-def deform_sampler(model: nn.Module, sampler: str) -> Iterator[None]:
-    """Every ModulatedDeformConv2d of `model` samples with `sampler` inside the block (same values, another
-    op sequence for an exporter to lower)."""
+def set_deform_sampler(model: nn.Module, sampler: str) -> list[str]:
+    """Every ModulatedDeformConv2d of `model` samples with `sampler` from now on (same values, another op
+    sequence for a compiler to lower); returns the samplers they had."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")
     convs = [m for m in model.modules() if isinstance(m, ModulatedDeformConv2d)]
     previous = [m.sampler for m in convs]
     for conv in convs:
         conv.sampler = sampler
+    return previous
+
+
+@contextlib.contextmanager
+def deform_sampler(model: nn.Module, sampler: str) -> Iterator[None]:
+    """`set_deform_sampler` inside the block only."""
+    previous = set_deform_sampler(model, sampler)
     try:
         yield
     finally:
+        convs = [m for m in model.modules() if isinstance(m, ModulatedDeformConv2d)]
         for conv, old in zip(convs, previous):
             conv.sampler = old
