@@ -34,7 +34,7 @@ bench 150 --paper --models rapsam_r18,rapsam_edgenext_s,rapsam_topformer_b,rapsa
 # 2. torch.compile (reduce-overhead: CUDA graphs) fp16 at 1344x800, the variants with a speed target first.
 step "2 torch.compile fp16"
 bench 210 --paper --models rapsam_r18,rapsam_edgenext_s,rapsam_topformer_b,rapsam_r50 \
-    --runtimes torch-compile --precisions fp16 --out "$OUT/bench-cuda-compile.json"
+    --runtimes torch-compile --compile-mode reduce-overhead --precisions fp16 --out "$OUT/bench-cuda-compile.json"
 
 # 3. Where the time goes: R18's kernels at the paper's size, fp16, eager and from the CUDA graph.
 step "3 profile"
