@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from rapsam.config import VARIANTS
 
@@ -109,6 +110,8 @@ def convert_main(argv: list[str] | None = None) -> int:
     for key, (flag, kwargs) in _TARGET_FLAGS.items():
         parser.add_argument(flag, dest=key, **kwargs)
     parser.add_argument("--no-simplify", dest="simplify", action="store_false", default=None, help="onnx: skip onnxsim")
+    parser.add_argument("--vectors", action="store_true",
+                        help="also write the apps' test vectors into each artifact's vectors/ (see rapsam-vectors)")
     _quantize_arguments(parser)
     args = parser.parse_args(argv)
     if (args.target is None) == (args.check is None):
@@ -132,7 +135,64 @@ def convert_main(argv: list[str] | None = None) -> int:
     for result in results:
         state = "written" if result.written else "NOT written (parity gate failed)"
         print(f"{result.target}: {result.folder} {state}")
+        if args.vectors and result.written:
+            print(f"{result.target}: {_artifact_vectors(result, args.model, args.weights)}")
     return 0 if all(r.written for r in results) else 1
+
+
+def _artifact_vectors(result: Any, model: str | None, weights: str | None) -> str:
+    """Test vectors of a converted artifact, from its own runtime; where that cannot run here (Core ML off
+    macOS), from the PyTorch model it was converted from, at the artifact's input size."""
+    import numpy as np
+
+    from rapsam.convert.base import MissingBackendError
+    from rapsam.pipeline import open_predictor
+    from rapsam.vectors import write_vectors
+
+    precision = result.manifest["precision"]["compute"]
+    try:
+        predictor = open_predictor(result.folder)
+        predictor.runner.run("encode", {"image": np.zeros((1, 3, *predictor.input_size), np.float32)})
+        note = ""
+    except (MissingBackendError, NotImplementedError, RuntimeError, OSError) as exc:
+        predictor = open_predictor(model, weights=weights, input_size=tuple(result.manifest["input_size"]))
+        note = f" (from the PyTorch model: {str(exc).splitlines()[0][:120]})"
+    return f"vectors {write_vectors(predictor, result.folder / 'vectors', precision=precision)}{note}"
+
+
+def _source_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `rapsam.pipeline.open_predictor` opens: an artifact folder or a model name, with its weights."""
+    parser.add_argument("source", nargs="?", help="a folder written by rapsam-convert (runs in its runtime) or a "
+                        "registered model name (default: the built-in demo model)")
+    parser.add_argument("--weights", help="our .safetensors checkpoint for a model name")
+
+
+def vectors_main(argv: list[str] | None = None) -> int:
+    from rapsam.pipeline import open_predictor
+    from rapsam.vectors import VectorsError, check_vectors, checks_table, write_vectors
+
+    parser = argparse.ArgumentParser(
+        prog="rapsam-vectors",
+        description="Write the test vectors every sample app must reproduce (photos, prompts, a clip; entry-point "
+        "outputs, panoptic maps, prompt masks, track ids), or check a model or artifact against them.",
+    )
+    _source_arguments(parser)
+    parser.add_argument("--input-size", type=_size, help="HxW for a model name (default: the model's)")
+    parser.add_argument("--out", help="where to write (default: SOURCE/vectors for an artifact, else vectors/MODEL)")
+    parser.add_argument("--check", metavar="FOLDER", help="instead of writing, check SOURCE against these vectors")
+    args = parser.parse_args(argv)
+    try:
+        predictor = open_predictor(args.source, weights=args.weights, input_size=args.input_size)
+        if args.check:
+            checks = check_vectors(predictor, args.check)
+            print(checks_table(checks))
+            return 0 if all(c.passed for c in checks) else 1
+        is_artifact = args.source is not None and predictor.name == str(args.source)
+        out = args.out or (f"{args.source}/vectors" if is_artifact else f"vectors/{args.source or 'default'}")
+        print(f"wrote {write_vectors(predictor, out, progress=lambda m: print(m, file=sys.stderr, flush=True))}")
+    except (VectorsError, FileNotFoundError, ValueError, KeyError) as exc:
+        return _fail(str(exc).strip("'\""))
+    return 0
 
 
 def import_main(argv: list[str] | None = None) -> int:
@@ -383,8 +443,9 @@ def eval_main(argv: list[str] | None = None) -> int:
     import json
 
     from rapsam.data import DatasetError
-    from rapsam.evaluation.evaluate import artifact_predictor, evaluate, results_table, torch_predictor
+    from rapsam.evaluation.evaluate import evaluate, results_table
     from rapsam.fileio import atomic_path
+    from rapsam.pipeline import open_predictor
 
     parser = argparse.ArgumentParser(
         prog="rapsam-eval",
@@ -411,16 +472,9 @@ def eval_main(argv: list[str] | None = None) -> int:
         return _fail("give data: --coco ROOT and/or --ytvis ROOT, or --synthetic ROOT")
     try:
         if args.artifact:
-            predictor = artifact_predictor(args.artifact)
+            predictor = open_predictor(args.artifact)
         else:
-            from rapsam.checkpoint import build_model
-            from rapsam.convert import DEFAULT_MODEL
-
-            from rapsam.checkpoint import builtin_weights
-
-            weights = args.weights or builtin_weights(args.model or DEFAULT_MODEL)
-            model = build_model(args.model or (None if weights else DEFAULT_MODEL), weights)
-            predictor = torch_predictor(model, args.input_size)
+            predictor = open_predictor(args.model, weights=args.weights, input_size=args.input_size)
         results = evaluate(predictor, coco=coco, ytvis=ytvis, split=args.split,
                            tasks=tuple(t.strip() for t in args.tasks.split(",")), limit=args.limit,
                            progress=lambda m: print(m, file=sys.stderr, flush=True))
@@ -431,4 +485,57 @@ def eval_main(argv: list[str] | None = None) -> int:
         with atomic_path(args.out) as tmp:
             tmp.write_text(json.dumps(results, indent=2, default=float) + "\n")
         print(f"wrote {args.out}")
+    return 0
+
+
+def _point(text: str) -> tuple[float, float]:
+    x, y = (float(v) for v in text.split(","))
+    return x, y
+
+
+def _box(text: str) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    return x0, y0, x1, y1
+
+
+def demo_main(argv: list[str] | None = None) -> int:
+    from pathlib import Path
+
+    from rapsam.demo import DemoError, camera_frames, demo_image, demo_video, read_image, read_video
+    from rapsam.pipeline import open_predictor
+
+    parser = argparse.ArgumentParser(
+        prog="rapsam-demo",
+        description="Run an artifact through its runtime (or the PyTorch model) on an image, a video or a camera: "
+        "overlay PNGs, prompt masks, an animated GIF with track ids, and the segments printed.",
+    )
+    _source_arguments(parser)
+    media = parser.add_mutually_exclusive_group(required=True)
+    media.add_argument("--image", help="an image file")
+    media.add_argument("--video", help="a video file (GIF, or mp4/avi/mov with imageio's pyav plugin)")
+    media.add_argument("--camera", type=int, metavar="N", help="camera index (needs opencv-python)")
+    parser.add_argument("--points", type=_point, nargs="+", default=[], metavar="X,Y", help="clicks, image pixels")
+    parser.add_argument("--box", type=_box, nargs="+", default=[], metavar="X0,Y0,X1,Y1", help="boxes, image pixels")
+    parser.add_argument("--max-frames", type=int, default=100, help="video / camera: frames to run (default 100)")
+    parser.add_argument("--out", default="demo-out", help="folder for the pictures (default ./demo-out)")
+    args = parser.parse_args(argv)
+    if (args.points or args.box) and not args.image:
+        parser.error("--points / --box go with --image")
+    try:
+        predictor = open_predictor(args.source, weights=args.weights)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        if args.image:
+            result = demo_image(predictor, read_image(args.image), out / Path(args.image).stem,
+                                points=args.points, boxes=args.box)
+        else:
+            frames = (read_video(args.video, args.max_frames) if args.video
+                      else camera_frames(args.camera, args.max_frames))
+            stem = out / (Path(args.video).stem if args.video else f"camera{args.camera}")
+            result = demo_video(predictor, frames, stem, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except (DemoError, FileNotFoundError, ValueError, KeyError) as exc:
+        return _fail(str(exc).strip("'\""))
+    print("\n".join(result.lines))
+    for path in result.files:
+        print(f"wrote {path}")
     return 0

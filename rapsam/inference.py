@@ -21,6 +21,7 @@ from rapsam.postprocess import (
     PanopticThresholds,
     PromptResult,
     QueryTracker,
+    instance_ids,
     panoptic_merge,
     prompt_masks,
     upsample_mask_logits,
@@ -163,13 +164,7 @@ class ImageAPI:
             x, box = self._prepare(frame, input_size)
             mask_logits, class_logits, queries = self.segment_logits(x)
             panoptic = _merge(self, mask_logits[0], class_logits[0], box, thresholds)
-            alive = torch.zeros(queries.shape[1], dtype=torch.bool)
-            for segment in panoptic.segments:
-                if segment.is_thing:
-                    alive[list(segment.queries)] = True
-            query_ids = tracker.update(queries[0], alive)
-            instance_ids = tuple(int(query_ids[s.queries[0]]) if s.is_thing else -1 for s in panoptic.segments)
-            results.append(TrackedFrame(panoptic=panoptic, instance_ids=instance_ids))
+            results.append(TrackedFrame(panoptic=panoptic, instance_ids=instance_ids(tracker, panoptic, queries[0])))
         return results
 
 

@@ -275,3 +275,14 @@ class QueryTracker:
             self._next_id += 1
         self._prev_queries, self._prev_ids = queries, ids
         return ids
+
+
+def instance_ids(tracker: QueryTracker, result: PanopticResult, queries: Tensor) -> tuple[int, ...]:
+    """The video-wide id of each segment of one frame's `result` (-1 for stuff), from its object queries
+    [N, d]: the queries behind thing segments are the alive ones."""
+    alive = torch.zeros(queries.shape[0], dtype=torch.bool)
+    for segment in result.segments:
+        if segment.is_thing:
+            alive[list(segment.queries)] = True
+    ids = tracker.update(queries, alive)
+    return tuple(int(ids[segment.queries[0]]) if segment.is_thing else -1 for segment in result.segments)

@@ -6,75 +6,19 @@ artifact is judged on the same data and by the same code as the model it came fr
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from rapsam.convert.base import Runner
 from rapsam.data import CocoPanoptic, ImageSample, YouTubeVIS, box_prompts, center_point_prompts
 from rapsam.evaluation.panoptic_quality import PanopticAnnotation, PQAccumulator, SegmentInfo
 from rapsam.evaluation.prompt_iou import PromptIoUAccumulator
 from rapsam.evaluation.video_ap import Tube, video_ap
-from rapsam.inference import letterbox, prompts_to_boxes
-from rapsam.postprocess import (
-    PanopticResult,
-    PanopticThresholds,
-    QueryTracker,
-    panoptic_merge,
-    prompt_masks,
-    upsample_mask_logits,
-)
-from rapsam.taxonomy import Taxonomy
+from rapsam.pipeline import Predictor, artifact_predictor, encode, panoptic, prompt, torch_predictor, track
+from rapsam.postprocess import PanopticResult, PanopticThresholds
 
-
-@dataclass(frozen=True)
-class Predictor:
-    """Anything that runs the export contract's entry points, with what pre-processing it expects."""
-
-    runner: Runner
-    name: str  # "torch" or the artifact folder
-    input_size: tuple[int, int]
-    prompt_slots: int | None  # K of an artifact's prompt entry point; None: any number
-    taxonomy: Taxonomy
-    pad_value: tuple[float, float, float]
-
-
-def torch_predictor(model: Any, input_size: tuple[int, int] | None = None) -> Predictor:
-    from rapsam.convert.parity import ReferenceRunner
-
-    return Predictor(ReferenceRunner(model.eval()), "torch", tuple(input_size or model.config.default_size), None,
-                     model.config.taxonomy, model.config.pad_value)
-
-
-def artifact_predictor(folder: str | Path) -> Predictor:
-    from rapsam.convert.base import get_converter
-    from rapsam.convert.manifest import converted_files, prompt_slots, read_manifest
-
-    folder = Path(folder)
-    manifest = read_manifest(folder)
-    runner = get_converter(manifest["target"]["name"]).open(folder, converted_files(manifest))
-    classes = manifest["classes"]
-    taxonomy = Taxonomy(name=manifest["taxonomy"], class_names=tuple(c["name"] for c in classes),
-                        is_thing=tuple(bool(c["is_thing"]) for c in classes))
-    pad = tuple(float(v) for v in manifest["normalization"]["pad_value"])
-    return Predictor(runner, str(folder), tuple(manifest["input_size"]), prompt_slots(manifest), taxonomy,
-                     (pad[0], pad[1], pad[2]))
-
-
-def _panoptic(
-    predictor: Predictor, image: np.ndarray, thresholds: PanopticThresholds
-) -> tuple[PanopticResult, np.ndarray]:
-    x, box = letterbox(image, predictor.input_size, predictor.pad_value)
-    out = predictor.runner.run("segment", {"image": x.numpy()})
-    logits = upsample_mask_logits(torch.from_numpy(out["mask_logits"][0]), input_size=box.input_size,
-                                  valid_size=box.valid_size, image_size=box.image_size)
-    result = panoptic_merge(logits, torch.from_numpy(out["class_logits"][0]), is_thing=predictor.taxonomy.is_thing,
-                            object_mask_threshold=thresholds.object_mask_threshold,
-                            overlap_threshold=thresholds.overlap_threshold)
-    return result, out["queries"][0]
+__all__ = ["Predictor", "artifact_predictor", "evaluate", "results_table", "torch_predictor"]
 
 
 def ground_truth(sample: ImageSample) -> PanopticAnnotation:
@@ -99,7 +43,7 @@ def evaluate_panoptic(predictor: Predictor, dataset: CocoPanoptic, *, limit: int
     count = min(len(dataset), limit or len(dataset))
     for i in range(count):
         sample = dataset[i]
-        result, _ = _panoptic(predictor, sample.image, thresholds)
+        result, _ = panoptic(predictor, sample.image, thresholds)
         accumulator.add(ground_truth(sample), prediction(result))
         _tick(progress, "panoptic", i, count)
     return {"images": count, **accumulator.result()}
@@ -112,27 +56,15 @@ def evaluate_prompts(predictor: Predictor, dataset: CocoPanoptic, *, limit: int 
     count = min(len(dataset), limit or len(dataset))
     for i in range(count):
         sample = dataset[i]
-        x, box = letterbox(sample.image, predictor.input_size, predictor.pad_value)
-        features = predictor.runner.run("encode", {"image": x.numpy()})["features"]
+        encoded = encode(predictor, sample.image)
         clicks, _, click_masks = center_point_prompts(sample)
         boxes, _, box_masks = box_prompts(sample)
         # A click prompt is its point's +-3 px box: its centre is the point, which the app would send.
         points = np.stack([(clicks[:, 0] + clicks[:, 2]) / 2, (clicks[:, 1] + clicks[:, 3]) / 2], axis=1)
-        for kind, prompts, masks in (("point", points, click_masks), ("box", boxes, box_masks)):
-            slots = predictor.prompt_slots or max(len(prompts), 1)
-            for first in range(0, len(prompts), slots):
-                chunk = [tuple(float(v) for v in p) for p in prompts[first:first + slots]]
-                points_chunk, boxes_chunk = (chunk, []) if kind == "point" else ([], chunk)
-                prompt_boxes, kinds = prompts_to_boxes(points_chunk, boxes_chunk, box)
-                pad = slots - prompt_boxes.shape[1]
-                prompt_boxes = torch.cat([prompt_boxes, torch.zeros(1, pad, 4)], dim=1)
-                kinds = torch.cat([kinds, torch.full((1, pad), -1)], dim=1).to(torch.int32)
-                out = predictor.runner.run("prompt", {"features": features, "boxes": prompt_boxes.numpy(),
-                                                      "kinds": kinds.numpy()})
-                result = prompt_masks(torch.from_numpy(out["mask_logits"][0]), torch.from_numpy(out["iou"][0]),
-                                      valid=kinds[0] >= 0, input_size=box.input_size, valid_size=box.valid_size,
-                                      image_size=box.image_size)
-                accumulator.add(result.masks, masks[first:first + slots], kind=kind)
+        if len(points):
+            accumulator.add(prompt(predictor, encoded, points=points.tolist()).masks, click_masks, kind="point")
+        if len(boxes):
+            accumulator.add(prompt(predictor, encoded, boxes=boxes.tolist()).masks, box_masks, kind="box")
         _tick(progress, "prompts", i, count)
     return {"images": count, **accumulator.result()}
 
@@ -150,26 +82,19 @@ def evaluate_video(predictor: Predictor, dataset: YouTubeVIS, *, limit: int | No
         length, height, width = video.frames.shape[:3]
         gts += [Tube(v, int(label), masks, iscrowd=bool(crowd))
                 for label, masks, crowd in zip(video.labels, video.masks, video.is_crowd)]
-        tracker = QueryTracker()
         tracks: dict[int, dict[str, Any]] = {}
-        for t in range(length):
-            result, queries = _panoptic(predictor, video.frames[t], thresholds)
-            alive = torch.zeros(queries.shape[0], dtype=torch.bool)
-            for segment in result.segments:
-                if segment.is_thing:
-                    alive[list(segment.queries)] = True
-            ids = tracker.update(torch.from_numpy(queries), alive)
-            for segment in result.segments:
-                if not segment.is_thing:
+        for t, frame in enumerate(track(predictor, video.frames, thresholds)):
+            for segment, instance in zip(frame.panoptic.segments, frame.instance_ids):
+                if instance < 0:
                     continue
-                track = tracks.setdefault(int(ids[segment.queries[0]]), {
+                tube = tracks.setdefault(instance, {
                     "masks": np.zeros((length, height, width), dtype=bool), "classes": [], "scores": []})
-                track["masks"][t] = result.segment_map == segment.id
-                track["classes"].append(segment.class_id)
-                track["scores"].append(segment.score)
-        for track in tracks.values():
-            label = int(np.bincount(track["classes"]).argmax())
-            dts.append(Tube(v, label, track["masks"], score=float(np.mean(track["scores"]))))
+                tube["masks"][t] = frame.panoptic.segment_map == segment.id
+                tube["classes"].append(segment.class_id)
+                tube["scores"].append(segment.score)
+        for tube in tracks.values():
+            label = int(np.bincount(tube["classes"]).argmax())
+            dts.append(Tube(v, label, tube["masks"], score=float(np.mean(tube["scores"]))))
         _tick(progress, "video", v, count)
     return {"videos": count, **video_ap(gts, dts, video_ids=range(count))}
 
