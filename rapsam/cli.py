@@ -168,6 +168,7 @@ def _source_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def vectors_main(argv: list[str] | None = None) -> int:
+    from rapsam.convert.base import ConversionError
     from rapsam.pipeline import open_predictor
     from rapsam.vectors import VectorsError, check_vectors, checks_table, write_vectors
 
@@ -190,7 +191,7 @@ def vectors_main(argv: list[str] | None = None) -> int:
         is_artifact = args.source is not None and predictor.name == str(args.source)
         out = args.out or (f"{args.source}/vectors" if is_artifact else f"vectors/{args.source or 'default'}")
         print(f"wrote {write_vectors(predictor, out, progress=lambda m: print(m, file=sys.stderr, flush=True))}")
-    except (VectorsError, FileNotFoundError, ValueError, KeyError) as exc:
+    except (VectorsError, ConversionError, FileNotFoundError, ValueError, KeyError) as exc:
         return _fail(str(exc).strip("'\""))
     return 0
 
@@ -501,6 +502,7 @@ def _box(text: str) -> tuple[float, float, float, float]:
 def demo_main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
+    from rapsam.convert.base import ConversionError
     from rapsam.demo import DemoError, camera_frames, demo_image, demo_video, read_image, read_video
     from rapsam.pipeline import open_predictor
 
@@ -533,7 +535,7 @@ def demo_main(argv: list[str] | None = None) -> int:
                       else camera_frames(args.camera, args.max_frames))
             stem = out / (Path(args.video).stem if args.video else f"camera{args.camera}")
             result = demo_video(predictor, frames, stem, progress=lambda m: print(m, file=sys.stderr, flush=True))
-    except (DemoError, FileNotFoundError, ValueError, KeyError) as exc:
+    except (DemoError, ConversionError, FileNotFoundError, ValueError, KeyError) as exc:
         return _fail(str(exc).strip("'\""))
     print("\n".join(result.lines))
     for path in result.files:

@@ -52,12 +52,14 @@ def torch_predictor(model: Any, input_size: tuple[int, int] | None = None) -> Pr
 
 
 def artifact_predictor(folder: str | Path) -> Predictor:
-    from rapsam.convert.base import get_converter
+    from rapsam.convert.base import MissingBackendError, get_converter
     from rapsam.convert.manifest import converted_files, prompt_slots, read_manifest
 
     folder = Path(folder)
     manifest = read_manifest(folder)
     runner = get_converter(manifest["target"]["name"]).open(folder, converted_files(manifest))
+    if isinstance(runner, str):  # the converter's reason why its runtime cannot run here
+        raise MissingBackendError(f"{folder}: {runner}")
     classes = manifest["classes"]
     taxonomy = Taxonomy(name=manifest["taxonomy"], class_names=tuple(c["name"] for c in classes),
                         is_thing=tuple(bool(c["is_thing"]) for c in classes))

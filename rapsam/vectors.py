@@ -4,8 +4,8 @@
 A folder holds `vectors.json` (schema, source, tolerances, and per case the files below with their shapes),
 the real photos and a short synthetic clip as PNG, raw little-endian float32 / int32 tensors (`.bin`: the
 letterboxed input, every output of `segment`, `encode` and `prompt`), panoptic segment maps as 8-bit PNG
-(0 void, ids 1..S) with their segments in the JSON, one 0/255 PNG per prompt mask, and the instance ids of
-the clip frame by frame. `check_vectors` is the Python side of what each app's tests do.
+(0 void, ids 1..S) with their segments in the JSON, one 0/255 PNG per prompt mask, and per clip frame its
+`segment` outputs and instance ids (a port's tracker can start from the stored outputs, no runtime needed). `check_vectors` is the Python side of what each app's tests do.
 """
 
 from __future__ import annotations
@@ -127,8 +127,11 @@ def write_vectors(predictor: Predictor, out: str | Path, *, precision: str | Non
         progress("[vectors] clip")
         frames = []
         for t, (frame, tracked) in enumerate(zip(_clip(), track(predictor, _clip()))):
+            x, _ = letterbox(frame, predictor.input_size, predictor.pad_value)
+            raw = predictor.runner.run("segment", {"image": x.numpy()})  # what a port's tracker starts from
             entry = _panoptic_entry(writer, f"clip{t}", tracked.panoptic, classes)
             frames.append({"image": writer.png(f"clip{t}", frame), **entry,
+                           "segment": {key: writer.tensor(f"clip{t}.segment.{key}", v) for key, v in raw.items()},
                            "instance_ids": list(tracked.instance_ids)})
         document = {
             "schema_version": SCHEMA_VERSION, "source": predictor.name, "runtime": predictor.runner.runtime,

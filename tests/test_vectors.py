@@ -93,6 +93,8 @@ def test_vectors_hold_what_the_pipeline_computed(vectors: Path, tiny_predictor) 
         s["id"] for s in coffee["panoptic"]["segments"] if s["area"] > 0)
     frames = document["clip"]["frames"]
     assert len(frames) == 6 and all(len(f["instance_ids"]) == len(f["segments"]) for f in frames)
+    queries = load_tensor(vectors, frames[0]["segment"]["queries"])
+    assert queries.shape == (1, tiny_predictor.runner.model.config.num_queries, tiny_predictor.runner.model.config.hidden_dim)
 
 
 def test_the_same_model_passes_its_vectors_and_the_onnx_artifact_reproduces_them(vectors: Path, tiny_predictor,
@@ -193,3 +195,12 @@ def test_convert_vectors_come_from_the_artifact_runtime_or_else_from_the_model(o
     assert note.endswith("(from the PyTorch model: coremltools predicts only on macOS)")
     document = read_vectors(copy / "vectors")
     assert document["source"] == "torch" and document["input_size"] == [SIZE, SIZE]
+
+
+def test_an_artifact_whose_runtime_cannot_run_here_is_one_clear_error(onnx_folder: Path, capsys,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from rapsam.convert.onnx import CONVERTER
+
+    monkeypatch.setattr(type(CONVERTER), "open", lambda self, folder, files: "CoreML runs only on macOS")
+    assert demo_main([str(onnx_folder), "--image", "x.png"]) == 2
+    assert capsys.readouterr().err.strip().endswith(": CoreML runs only on macOS")

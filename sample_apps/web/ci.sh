@@ -16,4 +16,7 @@ npm ci --no-audit --no-fund --loglevel=error
 rm -rf build/artifacts
 rapsam-convert --target onnx --vectors --out build/artifacts
 npm run model -- build/artifacts/rapsam_edgenext_demo-128x128-onnx
-RAPSAM_VECTORS="$PWD/public/model/vectors" npm test
+RAPSAM_VECTORS="$PWD/public/model/vectors" EXPECT_EP=wasm npm test
+# The WebGPU path on SwiftShader's software GPU: slow (about a second a prompt), the same checks.
+EXPECT_EP=webgpu WAIT_MS=300000 CHROMIUM_ARGS="--enable-unsafe-webgpu --enable-features=Vulkan --use-webgpu-adapter=swiftshader" \
+    npm run test:chromium

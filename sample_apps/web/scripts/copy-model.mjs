@@ -39,6 +39,6 @@ const dist = join(root, 'node_modules', 'onnxruntime-web', 'dist');
 rmSync(ort, { recursive: true, force: true });
 mkdirSync(ort, { recursive: true });
 for (const name of readdirSync(dist)) {
-  if (/^ort-wasm-simd-threaded(\.jsep)?\.(wasm|mjs)$/.test(name)) cpSync(join(dist, name), join(ort, name));
+  if (/^ort-wasm-simd-threaded(\.\w+)?\.(wasm|mjs)$/.test(name)) cpSync(join(dist, name), join(ort, name));
 }
 console.log(`model ${manifest.model.name} ${manifest.input_size.join('x')} -> public/model (runtime files -> public/ort)`);

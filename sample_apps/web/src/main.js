@@ -1,8 +1,8 @@
-// The web app: onnxruntime-web (wasm) runs the artifact's entry points; everything around them (letterbox,
+// The web app: onnxruntime-web (WebGPU where the browser has a GPU adapter, else wasm) runs the artifact's entry points; everything around them (letterbox,
 // panoptic merge, prompt packing, mask upsampling, query-matching tracker) is src/pipeline.js, a port of
 // rapsam.pipeline checked against the Python test vectors. The manifest says everything model-specific:
 // input size, class names and colours, thresholds, tensor names, prompt slots.
-import * as ort from 'onnxruntime-web';
+import * as ort from 'onnxruntime-web/webgpu';
 
 import {
   QueryTracker,
@@ -28,8 +28,17 @@ const layers = { image: $('image-layer'), panoptic: $('panoptic-layer'), prompt:
 
 // What the tests (and a curious user in the console) can read: the last results and timings.
 const state = { manifest: null, sessions: {}, image: null, encoded: null, prompts: [], lastPanoptic: null,
-  lastPrompt: null, timings: {}, busy: Promise.resolve() };
+  lastPrompt: null, timings: {}, error: null, busy: Promise.resolve() };
 window.rapsam = state;
+
+// Work runs one job at a time; a failed job is shown (and kept for the tests), and the next one still runs.
+function enqueue(job) {
+  state.busy = state.busy.then(job).catch((error) => {
+    state.error = error.message;
+    $('status').textContent = `error: ${error.message}`;
+    console.error(error);
+  });
+}
 
 function tensorOf(data, spec) {
   return new ort.Tensor(spec.dtype === 'int32' ? 'int32' : 'float32', data, spec.shape);
@@ -49,13 +58,30 @@ async function loadModel() {
   state.isThing = manifest.classes.map((c) => Boolean(c.is_thing));
   state.colours = manifest.classes.map((c) => c.color);
   const started = performance.now();
+  state.provider = await webgpuAdapter() ? 'webgpu' : 'wasm';
   for (const entry of ['segment', 'encode', 'prompt']) {
     const file = new URL(manifest.entry_points[entry].file, MODEL).href;
-    state.sessions[entry] = await ort.InferenceSession.create(file, { executionProviders: ['wasm'] });
+    try {
+      state.sessions[entry] = await ort.InferenceSession.create(file, { executionProviders: [state.provider] });
+    } catch (error) {
+      if (state.provider === 'wasm') throw error;
+      console.warn(`WebGPU could not run ${entry} (${error.message}): falling back to wasm`);
+      state.provider = 'wasm';
+      state.sessions[entry] = await ort.InferenceSession.create(file, { executionProviders: ['wasm'] });
+    }
   }
   state.timings.loadMs = performance.now() - started;
   $('model').textContent = `${manifest.model.name} ${manifest.input_size.join('x')} ` +
-    `(${manifest.precision.compute}, onnxruntime-web wasm, loaded in ${state.timings.loadMs.toFixed(0)} ms)`;
+    `(${manifest.precision.compute}, onnxruntime-web ${state.provider}, loaded in ${state.timings.loadMs.toFixed(0)} ms)`;
+}
+
+async function webgpuAdapter() {
+  if (new URLSearchParams(location.search).get('ep') === 'wasm' || !navigator.gpu) return null;
+  try {
+    return await navigator.gpu.requestAdapter();
+  } catch {
+    return null;
+  }
 }
 
 function pixelsOf(source, width, height) {
@@ -229,13 +255,13 @@ layers.prompt.addEventListener('pointerup', (event) => {
   state.prompts.push(dragged
     ? { kind: 'box', xy: [Math.min(x0, end[0]), Math.min(y0, end[1]), Math.max(x0, end[0]), Math.max(y0, end[1])] }
     : { kind: 'point', xy: end });
-  state.busy = state.busy.then(runPrompts);
+  enqueue(runPrompts);
 });
 
 $('clear').addEventListener('click', () => { state.prompts = []; clearPromptLayer(); });
 $('image-file').addEventListener('change', (event) => {
   const [file] = event.target.files;
-  if (file) state.busy = state.busy.then(() => openImage(file));
+  if (file) enqueue(() => openImage(file));
 });
 
 // Video file or camera: each frame segmented, thing instances keep their ids across frames.
@@ -275,13 +301,13 @@ $('video-file').addEventListener('change', (event) => {
   if (!file) return;
   stopVideo();
   $('video').src = URL.createObjectURL(file);
-  state.busy = state.busy.then(playVideo);
+  enqueue(playVideo);
 });
 $('camera').addEventListener('click', async () => {
   stopVideo();
   try {
     $('video').srcObject = await navigator.mediaDevices.getUserMedia({ video: true });
-    state.busy = state.busy.then(playVideo);
+    enqueue(playVideo);
   } catch (error) {
     $('status').textContent = `camera: ${error.message}`;
   }

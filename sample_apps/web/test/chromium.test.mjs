@@ -63,24 +63,35 @@ function check(name, value, limit, atLeast = true) {
   console.log(`${passed ? 'ok    ' : 'FAILED'} ${name}: ${value.toFixed(6)} (${atLeast ? '>=' : '<='} ${limit})`);
 }
 
+let provider = 'unknown';
 const server = await serve();
 const url = `http://127.0.0.1:${server.address().port}/`;
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
+    '--disable-component-update', '--disable-sync', ...(process.env.CHROMIUM_ARGS || '').split(' ').filter(Boolean)],
 });
 try {
   const page = await browser.newPage({ viewport: { width: 1100, height: 700 } });
   const errors = [];
   page.on('pageerror', (error) => errors.push(error.message));
-  await page.goto(url);
+  page.on('console', (message) => { if (message.type() === 'error') errors.push(message.text()); });
+  // Waits for the app's state, or stops at the first error the app reports.
+  const until = async (predicate) => {
+    await page.waitForFunction(`window.rapsam.error !== null || (${predicate})`, null, { timeout: Number(process.env.WAIT_MS || 30000) });
+    const error = await page.evaluate(() => window.rapsam.error);
+    if (error) throw new Error(`the app failed: ${error}`);
+  };
+  await page.goto(url + (process.env.EP ? `?ep=${process.env.EP}` : ''));
   await page.evaluate(() => window.rapsam.ready);
+  provider = await page.evaluate(() => window.rapsam.provider);
+  console.log(`onnxruntime-web execution provider: ${provider}`);
+  if (process.env.EXPECT_EP) check(`runs on ${process.env.EXPECT_EP}`, Number(provider === process.env.EXPECT_EP), 1);
   const tol = vectors.tolerances;
   for (const photo of vectors.photos) {
     const [height, width] = photo.letterbox.image_size;
     await page.setInputFiles('#image-file', join(vectorsDir, photo.image));
-    await page.waitForFunction(() => window.rapsam.encoded !== null && window.rapsam.lastPanoptic !== null);
+    await until('window.rapsam.encoded !== null && window.rapsam.lastPanoptic !== null');
     await page.evaluate(() => window.rapsam.busy);
 
     // Panoptic: the class of every pixel, the app's against the reference's.
@@ -112,7 +123,7 @@ try {
       await page.mouse.down();
       if (gesture.kind === 'box') await page.mouse.move(...at(gesture.xy[2], gesture.xy[3]), { steps: 4 });
       await page.mouse.up();
-      await page.waitForFunction(() => window.rapsam.lastPrompt !== null);
+      await until('window.rapsam.lastPrompt !== null');
       await page.evaluate(() => window.rapsam.busy);
       const rendered = await page.evaluate(() => {
         const layer = document.getElementById('prompt-layer');
@@ -137,7 +148,7 @@ try {
   const box = await page.locator('#prompt-layer').boundingBox();
   await page.mouse.click(box.x + last.prompt.points[0][0] * (box.width / lw), box.y + last.prompt.points[0][1] * (box.height / lh));
   await page.evaluate(() => window.rapsam.busy);
-  await page.screenshot({ path: join(outDir, 'web-app.png') });
+  await page.screenshot({ path: join(outDir, `web-app-${provider}.png`) });
   check('page errors', errors.length, 0, false);
   if (errors.length) console.error(errors.join('\n'));
 } finally {
@@ -145,7 +156,7 @@ try {
   server.close();
 }
 mkdirSync(outDir, { recursive: true });
-writeFileSync(join(outDir, 'chromium-checks.json'), JSON.stringify(checks, null, 1));
+writeFileSync(join(outDir, `chromium-checks-${provider}.json`), JSON.stringify(checks, null, 1));
 const failed = checks.filter((c) => !c.passed).length;
 console.log(failed ? `web app FAILED (${failed} of ${checks.length} checks)` : `web app PASSED (${checks.length} checks)`);
 process.exit(failed ? 1 : 0);
