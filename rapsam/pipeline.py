@@ -129,16 +129,22 @@ def prompt(predictor: Predictor, encoded: EncodedImage, *, points: Sequence[Sequ
     slots = predictor.prompt_slots or count
     logits, ious = [], []
     for first in range(0, count, slots):
-        chunk_boxes, chunk_kinds = prompt_boxes[:, first:first + slots], kinds[:, first:first + slots]
-        pad = slots - chunk_boxes.shape[1]
-        chunk_boxes = torch.cat([chunk_boxes, torch.zeros(1, pad, 4)], dim=1)
-        chunk_kinds = torch.cat([chunk_kinds, torch.full((1, pad), -1)], dim=1).to(torch.int32)
-        out = predictor.runner.run("prompt", {"features": encoded.features, "boxes": chunk_boxes.numpy(),
-                                              "kinds": chunk_kinds.numpy()})
-        logits.append(torch.from_numpy(out["mask_logits"][0][: slots - pad]))
-        ious.append(torch.from_numpy(out["iou"][0][: slots - pad]))
+        used = min(slots, count - first)
+        feeds = prompt_feeds(encoded, prompt_boxes[:, first:first + used], kinds[:, first:first + used], slots)
+        out = predictor.runner.run("prompt", feeds)
+        logits.append(torch.from_numpy(out["mask_logits"][0][:used]))
+        ious.append(torch.from_numpy(out["iou"][0][:used]))
     return prompt_masks(torch.cat(logits), torch.cat(ious), valid=torch.ones(count, dtype=torch.bool),
                         input_size=box.input_size, valid_size=box.valid_size, image_size=box.image_size)
+
+
+def prompt_feeds(encoded: EncodedImage, boxes: torch.Tensor, kinds: torch.Tensor, slots: int) -> dict[str, np.ndarray]:
+    """`prompt`'s inputs for up to `slots` prompts (boxes (1, k, 4), kinds (1, k)): the rest of the K slots are
+    padding, a zero box of kind -1."""
+    pad = slots - boxes.shape[1]
+    return {"features": encoded.features,
+            "boxes": torch.cat([boxes, torch.zeros(1, pad, 4)], dim=1).numpy(),
+            "kinds": torch.cat([kinds, torch.full((1, pad), -1)], dim=1).to(torch.int32).numpy()}
 
 
 def track(predictor: Predictor, frames: Iterable[np.ndarray],

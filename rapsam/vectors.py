@@ -22,7 +22,7 @@ from PIL import Image
 
 from rapsam.fileio import atomic_dir
 from rapsam.inference import letterbox, prompts_to_boxes
-from rapsam.pipeline import EncodedImage, Predictor, encode, panoptic, prompt, track
+from rapsam.pipeline import EncodedImage, Predictor, encode, panoptic, prompt, prompt_feeds, track
 from rapsam.postprocess import PanopticResult
 
 SCHEMA_VERSION = 1
@@ -148,11 +148,7 @@ def _raw_prompt(predictor: Predictor, encoded: EncodedImage, boxes: torch.Tensor
     """One `prompt` call as an app packs it: the first K prompts in the artifact's K slots (all of them for the
     model), the rest of the slots padding. Its exact inputs and raw outputs."""
     slots = predictor.prompt_slots or boxes.shape[1]
-    boxes, kinds = boxes[:, :slots], kinds[:, :slots]
-    pad = slots - boxes.shape[1]
-    inputs = {"features": encoded.features,
-              "boxes": torch.cat([boxes, torch.zeros(1, pad, 4)], dim=1).numpy(),
-              "kinds": torch.cat([kinds, torch.full((1, pad), -1)], dim=1).to(torch.int32).numpy()}
+    inputs = prompt_feeds(encoded, boxes[:, :slots], kinds[:, :slots], slots)
     return inputs, predictor.runner.run("prompt", inputs)
 
 
