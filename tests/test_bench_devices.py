@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rapsam.bench import android, coreml_report, ios
+from rapsam.bench import android, coreml_report, ios, schema
 from rapsam.bench.schema import read_results, write_results
 from rapsam.bench.timing import BenchError
 
@@ -448,3 +448,186 @@ def test_cli_writes_results_and_errors_are_one_line_exit_2(log: Path, tmp_path: 
     assert main(["coreml-report", str(DATA / "coreml_report.json"), "--artifact",
                  str(coreml_artifact(tmp_path / "coreml")), "--out", str(report_out)]) == 0
     assert len(read_results(report_out).measurements) == 2
+
+
+# --- the sample apps' benchmark modes (--app) --------------------------------------------------------------
+
+GOLDEN = DATA / "app_bench_lines.txt"  # what Kotlin's StageTimer writes (core's BenchLinesTest checks it)
+# The samples BenchLinesTest records, per stage.
+GOLDEN_SAMPLES = {
+    "load": [412.5],
+    "preprocess": [1.25, 1.5, 1.0, 1.75, 1.25, 1.5, 1.0, 1.25, 1.5, 2.0],
+    "encode": [41.0, 42.5, 40.25, 43.0, 44.75],
+    "prompt": [6.5, 7.0, 6.25, 6.75, 8.0],
+    "segment": [48.0, 47.5, 49.25, 48.5, 51.0],
+    "postprocess": [3.5, 3.25, 3.75, 3.5, 4.0],
+    "frame": [53.0, 52.25, 54.5, 53.5, 56.75],
+}
+PHONE_UDID = "00008120-001A2C3E0E91A01E"
+
+
+@pytest.fixture
+def app_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Fake adb and xcrun that play the sample apps first on PATH; the file their calls are recorded in."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    install(bin_dir, "adb", "fake_adb_app.py")
+    install(bin_dir, "xcrun", "fake_xcrun.py")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path / "calls.jsonl"))
+    monkeypatch.setenv("FAKE_DATA", str(DATA))
+    return tmp_path / "calls.jsonl"
+
+
+def test_python_reads_the_golden_line_kotlins_stage_timer_writes() -> None:
+    *ok, failed = schema.parse_app_lines(GOLDEN.read_text())
+    measurements = [schema.app_measurement(record) for record in ok]
+    assert [m.entry_point for m in measurements] == list(GOLDEN_SAMPLES)
+    for m in measurements:
+        samples = GOLDEN_SAMPLES[m.entry_point]
+        assert m.runs == len(samples)
+        assert m.latency_ms == pytest.approx(schema.latency_summary(samples), abs=1e-4)  # the line rounds to 0.1 us
+        assert (m.runtime, m.device, m.model, m.input_size, m.precision) == (
+            "executorch", "android:Pixel 8 Pro", "rapsam_edgenext_demo", (128, 128), "fp32")
+    load, encode = measurements[0], measurements[2]
+    assert (load.warmup, load.first_run_ms, load.fps) == (0, 412.5, None)
+    assert (encode.warmup, encode.fps) == (3, pytest.approx(1000 / 42.5))
+    assert dict(encode.options) == {"source": "app", "backend": "executorch", "image": "coffee.png 640x426",
+                                    "runtime": "ExecuTorch 1.5.1 XNNPACK, 4 threads"}
+    assert failed["status"] == "failed" and failed["reason"].startswith("no artifact nope in assets/models")
+
+
+@pytest.mark.parametrize("line, message", [
+    ('RAPSAM_BENCH {"stage": "encode"', "is not JSON"),
+    ('RAPSAM_BENCH {"status": "ok", "stage": "encode"}', "has no platform"),
+    ('RAPSAM_BENCH {"status": "failed"}', "says failed without a reason"),
+    ('RAPSAM_BENCH {"status": "done"}', "status other than ok or failed"),
+])
+def test_app_line_that_breaks_the_format_is_named(line: str, message: str) -> None:
+    with pytest.raises(schema.ResultsError, match=message):
+        schema.parse_app_lines(f"I RapSAMBench: {line}")
+
+
+def test_android_app_installs_starts_waits_and_reads_logcat(app_log: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_LOGCAT", "logcat_app_ok.txt")
+    monkeypatch.setenv("FAKE_LOGCAT_PENDING", "2")  # the app is still running for two polls
+    apk = tmp_path / "app-release.apk"
+    apk.write_bytes(b"PK\x03\x04 apk")
+    shown: list[str] = []
+    results = android.run_android_app(artifact="rapsam_edgenext_demo-128x128-executorch", backend="executorch",
+                                      apk=apk, warmup=3, runs=5, threads=4, poll_s=0, progress=shown.append)
+    prefix = ["-s", SERIAL]
+    start = ("am start -W -S -n ai.rapsam.app/ai.rapsam.app.BenchmarkActivity --ei runs 5 --ei warmup 3 "
+             "--es artifact rapsam_edgenext_demo-128x128-executorch --es backend executorch --ei threads 4")
+    poll = [[*prefix, "shell", "pidof ai.rapsam.app"],
+            [*prefix, "logcat", "-d", "-t", "1712917867.000", "-s", "RapSAMBench:I"]]
+    assert calls(app_log) == [
+        ["devices", "-l"],
+        [*prefix, "shell", "getprop"],
+        [*prefix, "install", "-r", str(apk)],
+        [*prefix, "shell", "date +%s"],
+        [*prefix, "shell", start],
+        *poll, *poll, *poll,
+    ]
+    assert shown[-1] == f"android:Pixel 8 Pro: {start}"
+    saved = roundtrip(results, tmp_path)
+    assert saved.machine["device"] == "Pixel 8 Pro" and saved.settings["backend"] == "executorch"
+    assert saved.versions["app-release.apk"].startswith("sha256:")
+    by_stage = {m.entry_point: m for m in saved.measurements}
+    assert list(by_stage) == list(GOLDEN_SAMPLES)
+    assert by_stage["frame"].latency_ms == pytest.approx({"p50": 53.5, "p90": 55.85, "p99": 56.66, "mean": 54.0,
+                                                          "min": 52.25, "max": 56.75})
+    assert by_stage["load"].first_run_ms == 412.5
+    assert android.app_out(results) == Path("results/bench-app-android-pixel-8-pro-executorch.json")
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"FAKE_LOGCAT": "logcat_app_failed.txt"},
+     (r"the app's benchmark failed on the device: no artifact nope in assets/models \(bundled: "
+      r"rapsam_edgenext_demo-128x128-executorch\) \(`adb -s R5CW30ABCDE logcat -d -s RapSAMBench` has the stack")),
+    ({"FAKE_AM": "am_start_not_installed.txt"},
+     (r"am start failed \(Error: Activity class \{ai.rapsam.app/ai.rapsam.app.BenchmarkActivity\} does not exist.\): "
+      r"is ai.rapsam.app installed\? .* pass --apk")),
+    ({"FAKE_LOGCAT_PENDING": "9", "FAKE_DEAD": "1"}, r"ai.rapsam.app stopped before its benchmark finished \(a crash"),
+    ({"FAKE_LOGCAT_PENDING": "9"}, r"did not finish in 0s .* pass a longer --timeout"),
+])
+def test_android_app_failures_are_one_line_errors(app_log: Path, monkeypatch: pytest.MonkeyPatch, env: dict,
+                                                  message: str) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(BenchError, match=message):
+        android.run_android_app(timeout_s=0, poll_s=0)
+
+
+def test_android_app_done_without_lines_says_to_rebuild(app_log: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "logcat.txt").write_text("04-12 10:31:09.950 12345 12389 I RapSAMBench: done: 0 lines\n")
+    monkeypatch.setenv("FAKE_LOGCAT", str(tmp_path / "logcat.txt"))
+    with pytest.raises(BenchError, match="printed no RAPSAM_BENCH lines: is the installed ai.rapsam.app older"):
+        android.run_android_app(poll_s=0)
+
+
+def test_ios_app_installs_launches_on_a_phone_and_reads_the_console(app_log: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_CONSOLE", "app_console_ios.txt")
+    bundle = tmp_path / "RapSAMApp.app"
+    bundle.mkdir()
+    (bundle / "Info.plist").write_text("<plist/>")
+    results = ios.run_ios_app(device=PHONE_UDID, bundle=bundle, artifact="rapsam_edgenext_demo-128x128-coreml",
+                              compute_units="CPU_AND_NE", warmup=3, runs=20)
+    assert calls(app_log) == [
+        ["devicectl", "device", "install", "app", "--device", PHONE_UDID, str(bundle)],
+        ["devicectl", "device", "process", "launch", "--console", "--terminate-existing", "--device", PHONE_UDID,
+         "org.rapsam.RapSAMApp", "--", "-benchmark", "-runs", "20", "-warmup", "3", "-artifact",
+         "rapsam_edgenext_demo-128x128-coreml", "-compute-units", "CPU_AND_NE"],
+    ]
+    saved = roundtrip(results, tmp_path)
+    assert saved.machine == {"kind": "ios", "device": "iPhone16,1", "os": "iOS 17.5.1", "simulator": False,
+                             "cpu_cores": 6}
+    by_stage = {m.entry_point: m for m in saved.measurements}
+    assert list(by_stage) == list(GOLDEN_SAMPLES)
+    encode = by_stage["encode"]
+    assert (encode.runtime, encode.device, encode.runs, encode.options["runtime"]) == (
+        "coreml", "ios:iPhone16,1", 20, "Core ML (ALL)")
+    assert encode.latency_ms == pytest.approx({"p50": 3.5, "p90": 3.8, "p99": 4.06, "mean": 3.55, "min": 3.25,
+                                               "max": 4.25})
+    assert by_stage["load"].first_run_ms == 1893.25
+
+
+def test_ios_app_on_a_simulator_and_its_errors(app_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_CONSOLE", "app_console_ios_failed.txt")
+    monkeypatch.setenv("FAKE_RC", "2")
+    with pytest.raises(BenchError, match=r"failed on the device: no artifact nope in Models/ .*the app's console"):
+        ios.run_ios_app(simulator="booted", artifact="nope", runtime="executorch")
+    assert calls(app_log)[-1] == ["simctl", "launch", "--console", "--terminate-running-process", "booted",
+                                  "org.rapsam.RapSAMApp", "-benchmark", "-runs", "20", "-warmup", "3", "-artifact",
+                                  "nope", "-runtime", "executorch"]
+    (tmp_path / "empty.txt").write_text("An error was encountered processing the command (code=4):\n")
+    monkeypatch.setenv("FAKE_CONSOLE", str(tmp_path / "empty.txt"))
+    with pytest.raises(BenchError, match=r"`simctl launch` exited with 2 \(.*code=4\):\): is org.rapsam.RapSAMApp "
+                                         r"installed on the simulator booted\? .* --bundle"):
+        ios.run_ios_app(simulator="booted")
+    with pytest.raises(BenchError, match="pass --device <UDID>"):
+        ios.run_ios_app()
+
+
+def test_cli_app_modes_write_results_and_refuse_runner_options(app_log: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("FAKE_LOGCAT", "logcat_app_ok.txt")
+    monkeypatch.setenv("FAKE_CONSOLE", "app_console_ios.txt")
+    monkeypatch.chdir(tmp_path)
+    assert main(["android", "--app", "--artifact", "artifacts/rapsam_edgenext_demo-128x128-executorch",
+                 "--warmup", "3", "--runs", "5"]) == 0
+    out = tmp_path / "results" / "bench-app-android-pixel-8-pro-executorch.json"
+    assert read_results(out).measurements[2].latency_ms["p50"] == 42.5
+    assert "--es artifact rapsam_edgenext_demo-128x128-executorch" in calls(app_log)[3][-1]
+    assert "executorch frame 128x128 on android:Pixel 8 Pro: p50 53.5 ms" in capsys.readouterr().out
+    assert main(["ios", "--app", "--device", PHONE_UDID]) == 0
+    assert (tmp_path / "results" / "bench-app-ios-iphone16-1-coreml.json").is_file()
+    assert main(["android", "--app", "--runner", "executor_runner"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "error: --runner time a bare artifact, not the app: drop them or --app")
+    assert main(["android", "--artifact", "model.pte"]) == 2
+    assert "--artifact and --runner are needed" in capsys.readouterr().err

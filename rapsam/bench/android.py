@@ -5,6 +5,10 @@ A `.pte` runs in ExecuTorch's `executor_runner` (one run per method, `--method_n
 /data/local/tmp/rapsam-bench/, run with `adb shell`, their printed timings parsed, and the folder removed. The
 runners make their own inputs (ones, random values): this network's latency does not depend on them. Model,
 input size and precision come from the manifest.json `rapsam-convert` writes beside the artifact.
+
+With --app it runs the sample app's benchmark mode instead (sample_apps/android, BenchmarkActivity): the whole
+pipeline (load, letterbox, encode, prompt, segment, post-processing, tracked frame) as the app runs it, started
+with `am start` and read from logcat, one Measurement per stage.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,7 +30,16 @@ from pathlib import Path
 from typing import Any
 
 import rapsam
-from rapsam.bench.schema import Measurement, Results, ResultsError, latency_summary, write_results
+from rapsam.bench.schema import (
+    APP_MARKER,
+    Measurement,
+    Results,
+    ResultsError,
+    app_measurement,
+    latency_summary,
+    parse_app_lines,
+    write_results,
+)
 from rapsam.bench.timing import BenchError
 
 REMOTE_DIR = "/data/local/tmp/rapsam-bench"
@@ -38,6 +52,12 @@ TFLITE_DELEGATES = {
     "cpu": ("--use_xnnpack=false",),
 }
 RUNNER_TIMEOUT_S = 1800
+APP_PACKAGE = "ai.rapsam.app"  # the sample app's applicationId
+APP_ACTIVITY = "ai.rapsam.app.BenchmarkActivity"  # its class: the same whatever the package's suffix
+APP_TAG = "RapSAMBench"  # BenchmarkActivity's logcat tag
+APP_BACKENDS = ("executorch", "litert", "litert-gpu")
+APP_TIMEOUT_S = 600
+_APP_DONE = re.compile(r"\bdone: \d+ lines?\b")  # BenchmarkActivity's last log line
 _NUMBER = r"[-+]?(?:nan|inf|\d+\.?\d*(?:[eE][-+]?\d+)?)"
 _DETAIL = re.compile(r"^(usb|product|model|device|transport_id):(.*)$")
 _ET_PREFIX = re.compile(r"^[DIWEF] \d\d:\d\d:\d\d\.\d+ executorch:\S+\] ")
@@ -471,15 +491,126 @@ def default_out(results: Results) -> Path:
     return Path("results") / f"bench-{device}-{first.runtime}.json"
 
 
-def save_and_print(results: Results, out: Path | None, describe: Callable[[Measurement], str] | None = None) -> int:
+def save_and_print(results: Results, out: Path | None, describe: Callable[[Measurement], str] | None = None, *,
+                   default: Callable[[Results], Path] = default_out) -> int:
     """Write the results (default path from the device and runtime), print a line per entry point and the
     path; the exit code is 1 when some entry point failed (its row says why), else 0."""
-    path = write_results(results, out or default_out(results))
+    path = write_results(results, out or default(results))
     for m in results.measurements:
         line = describe(m) if describe else summary(m)
         print(f"{m.runtime} {m.entry_point} {m.input_size[0]}x{m.input_size[1]} on {m.device}: {line}")
     print(f"wrote {path}")
     return 0 if all(m.status == "ok" for m in results.measurements) else 1
+
+
+# --- the sample app's benchmark mode ---------------------------------------------------------------------
+
+
+def app_records(text: str, *, where: str, fix: str) -> list[dict[str, Any]]:
+    """The `RAPSAM_BENCH` lines of an app's output, all ok (shared with `rapsam-bench ios --app`); a failed line
+    or no line at all is a BenchError that says where to look (`where`) and what to do (`fix`)."""
+    try:
+        records = parse_app_lines(text)
+    except ResultsError as exc:
+        raise BenchError(f"{exc} (rebuild the app from this checkout: its line format may be older)") from None
+    failed = [r for r in records if r["status"] == "failed"]
+    if failed:
+        raise BenchError(f"the app's benchmark failed on the device: {failed[0]['reason']} ({where})")
+    if not records:
+        raise BenchError(f"the app printed no {APP_MARKER} lines: {fix}")
+    return records
+
+
+def am_start_command(package: str, *, artifact: str | None, backend: str | None, runs: int, warmup: int,
+                     threads: int | None, image: str | None) -> list[str]:
+    """`am start` of BenchmarkActivity with the extras it reads; -W waits for the launch, -S stops a running app."""
+    command = ["am", "start", "-W", "-S", "-n", f"{package}/{APP_ACTIVITY}", "--ei", "runs", str(runs),
+               "--ei", "warmup", str(warmup)]
+    for kind, name, value in (("--es", "artifact", artifact), ("--es", "backend", backend),
+                              ("--ei", "threads", threads), ("--es", "image", image)):
+        command += [kind, name, str(value)] if value else []
+    return command
+
+
+def wait_for_app(phone: Adb, package: str, since: str, *, timeout_s: float, poll_s: float) -> str:
+    """BenchmarkActivity's log lines since `since` (the phone's clock, epoch seconds), once it logged 'done'."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = bool(phone.run("shell", f"pidof {package}").stdout.strip())
+        log = phone.check("logcat", "-d", "-t", f"{since}.000", "-s", f"{APP_TAG}:I")
+        if _APP_DONE.search(log):
+            return log
+        if not alive:
+            raise BenchError(f"{package} stopped before its benchmark finished (a crash?): "
+                             f"`adb -s {phone.serial} logcat -d -b crash` says why")
+        if time.monotonic() > deadline:
+            raise BenchError(f"the app did not finish in {timeout_s:.0f}s (no 'done' line under {APP_TAG} in "
+                             f"logcat): pass a longer --timeout or fewer --runs; `adb -s {phone.serial} logcat -s "
+                             f"{APP_TAG}` shows how far it got")
+        time.sleep(poll_s)
+
+
+def run_android_app(
+    *,
+    artifact: str | None = None,
+    backend: str | None = None,
+    apk: str | Path | None = None,
+    package: str = APP_PACKAGE,
+    warmup: int = 3,
+    runs: int = 20,
+    threads: int | None = None,
+    image: str | None = None,
+    serial: str | None = None,
+    adb: str = "adb",
+    timeout_s: float = APP_TIMEOUT_S,
+    poll_s: float = 2.0,
+    settings: Mapping[str, Any] | None = None,
+    progress: Progress = _quiet,
+) -> Results:
+    """Run the sample app's benchmark mode on a phone (installing `apk` first when given) and read its lines:
+    one Measurement per pipeline stage. `artifact` names a folder the app bundles (assets/models/<artifact>)."""
+    if runs < 1 or warmup < 0:
+        raise BenchError(f"need --runs >= 1 and --warmup >= 0, got {runs} and {warmup}")
+    if backend is not None and backend not in APP_BACKENDS:
+        raise BenchError(f"--backend must be one of {', '.join(APP_BACKENDS)}, not {backend!r}")
+    if apk is not None:
+        _check_file(Path(apk), "apk")
+    phone = connect(adb, serial)
+    machine = machine_facts(parse_getprop(phone.check("shell", "getprop")))
+    if apk is not None:
+        progress(f"installing {Path(apk).name} on {machine['device']}")
+        phone.check("install", "-r", str(apk))
+    since = phone.check("shell", "date +%s").strip()
+    if not since.isdigit():
+        raise BenchError(f"`adb shell date +%s` printed {since[:40]!r}, not the phone's time in seconds")
+    command = am_start_command(package, artifact=artifact, backend=backend, runs=runs, warmup=warmup,
+                               threads=threads, image=image)
+    progress(f"android:{machine['device']}: {shlex.join(command)}")
+    started = phone.run("shell", remote_shell(command, None))
+    errors = re.findall(r"^Error.*$", started.stdout + "\n" + started.stderr, flags=re.MULTILINE)
+    if started.returncode != 0 or errors:
+        raise BenchError(f"am start failed ({errors[-1] if errors else last_line(started)}): is {package} "
+                         "installed? Build it (sample_apps/android/README.md) and pass --apk, or ./gradlew installDebug")
+    log = wait_for_app(phone, package, since, timeout_s=timeout_s, poll_s=poll_s)
+    records = app_records(
+        log, where=f"`adb -s {phone.serial} logcat -d -s {APP_TAG}` has the stack trace",
+        fix=f"is the installed {package} older than this rapsam? Rebuild it and pass --apk")
+    versions = {"rapsam": rapsam.__version__, "python": platform.python_version()}
+    if apk is not None:
+        versions[Path(apk).name] = f"sha256:{hashlib.sha256(Path(apk).read_bytes()).hexdigest()[:16]}"
+    return Results(
+        machine=machine, versions=versions, measurements=[app_measurement(r) for r in records],
+        settings={"app": package, "apk": str(apk) if apk else None, "artifact": artifact, "backend": backend,
+                  "warmup": warmup, "runs": runs, "threads": threads, "image": image, "serial": serial,
+                  **(settings or {})},
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def app_out(results: Results) -> Path:
+    """results/bench-app-<device>-<runtime>.json: beside, not over, the bare entry points' file."""
+    path = default_out(results)
+    return path.with_name(path.name.replace("bench-", "bench-app-", 1))
 
 
 # --- command line --------------------------------------------------------------------------------------
@@ -491,9 +622,21 @@ def register(subparsers: Any) -> None:
         "android", help="time a .pte or .tflite on an Android phone through adb",
         description="Push an artifact of rapsam-convert and its runner (executor_runner for .pte, benchmark_model "
                     "for .tflite; docs/bench-devices.md says how to build them) to a phone, time each entry point, "
-                    "and write a results file. Exit 0: all measured; 1: some entry points failed; 2: an error.")
-    parser.add_argument("--artifact", required=True, type=Path, help="model.pte or model.tflite, manifest.json beside")
-    parser.add_argument("--runner", required=True, type=Path, help="executor_runner or benchmark_model for the phone")
+                    "and write a results file. With --app, run the sample app's benchmark mode instead "
+                    "(sample_apps/android) and time each stage of its pipeline. Exit 0: all measured; 1: some "
+                    "entry points failed; 2: an error.")
+    parser.add_argument("--artifact", type=Path, help="model.pte or model.tflite, manifest.json beside; with --app "
+                        "the artifact folder the app bundles (its name; default the app's first)")
+    parser.add_argument("--runner", type=Path, help="executor_runner or benchmark_model for the phone (not with --app)")
+    app = parser.add_argument_group("the sample app's benchmark mode")
+    app.add_argument("--app", action="store_true", help="start the app's BenchmarkActivity and read its lines")
+    app.add_argument("--apk", type=Path, help="adb install -r this APK first (default: use the installed app)")
+    app.add_argument("--package", default=APP_PACKAGE, help=f"the app's applicationId (default {APP_PACKAGE})")
+    app.add_argument("--backend", choices=APP_BACKENDS, help="the app's back end (default: its first for the artifact)")
+    app.add_argument("--image", help="picture on the phone, absolute or inside the artifact folder (default: the "
+                     "artifact's test-vector photo, else a synthetic 640x480 one)")
+    app.add_argument("--timeout", type=float, default=APP_TIMEOUT_S,
+                     help=f"seconds to wait for the app to finish (default {APP_TIMEOUT_S})")
     parser.add_argument("--entry-points", help="comma list (default: every entry point of the artifact)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: the runner's own choice)")
     parser.add_argument("--delegate", choices=list(TFLITE_DELEGATES),
@@ -517,6 +660,11 @@ def android_main(args: argparse.Namespace) -> int:
 
     entries = [e.strip() for e in args.entry_points.split(",") if e.strip()] if args.entry_points else None
     try:
+        if args.app:
+            return save_and_print(_run_app(args, progress), args.out, default=app_out)
+        if args.artifact is None or args.runner is None:
+            raise BenchError("--artifact and --runner are needed to time an artifact (or pass --app to run the "
+                             "sample app's benchmark mode)")
         results = run_android(
             args.artifact, args.runner, entry_points=entries, threads=args.threads, delegate=args.delegate,
             warmup=args.warmup, runs=args.runs, serial=args.serial, taskset=args.taskset,
@@ -526,3 +674,15 @@ def android_main(args: argparse.Namespace) -> int:
     except (BenchError, ResultsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run_app(args: argparse.Namespace, progress: Progress) -> Results:
+    unused = [flag for flag, value in (("--runner", args.runner), ("--entry-points", args.entry_points),
+                                       ("--delegate", args.delegate), ("--taskset", args.taskset),
+                                       ("--peak-memory", args.peak_memory), ("--keep", args.keep)) if value]
+    if unused:
+        raise BenchError(f"{', '.join(unused)} time a bare artifact, not the app: drop them or --app")
+    return run_android_app(
+        artifact=args.artifact.name if args.artifact else None, backend=args.backend, apk=args.apk,
+        package=args.package, warmup=args.warmup, runs=args.runs, threads=args.threads, image=args.image,
+        serial=args.serial, adb=args.adb, timeout_s=args.timeout, progress=progress)

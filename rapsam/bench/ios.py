@@ -6,6 +6,10 @@ compute units, and prints a line `RAPSAM_BENCH {json}` per entry point: each tim
 load and first-prediction times, the device model and OS. This module stages a scratch copy of the package
 with the artifact and bench.json in its test resources, runs `xcodebuild test` there, streams its progress,
 and turns the lines into a results file.
+
+With --app it runs the sample app's benchmark mode instead (sample_apps/ios, `-benchmark`): the whole pipeline
+as the app runs it, launched with `xcrun simctl launch --console` (simulator) or `xcrun devicectl device process
+launch --console` (phone), one Measurement per stage from the app's console.
 """
 
 from __future__ import annotations
@@ -25,8 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import rapsam
-from rapsam.bench.android import ArtifactFacts, last_line, read_manifest, save_and_print, select_entries
-from rapsam.bench.schema import Measurement, Results, ResultsError, latency_summary
+from rapsam.bench.android import (
+    ArtifactFacts,
+    app_out,
+    app_records,
+    last_line,
+    read_manifest,
+    save_and_print,
+    select_entries,
+)
+from rapsam.bench.schema import Measurement, Results, ResultsError, app_measurement, latency_summary
 from rapsam.bench.timing import BenchError
 
 HARNESS = Path(__file__).resolve().parents[2] / "apps" / "ios-bench"
@@ -34,6 +46,9 @@ RESOURCES = Path("Tests") / "RapsamBenchTests" / "Resources"  # inside the harne
 SCHEME = "RapsamBench"
 MARKER = "RAPSAM_BENCH"
 COMPUTE_UNITS = ("ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE")  # coremltools' names, as the manifest has them
+APP_BUNDLE_ID = "org.rapsam.RapSAMApp"  # the sample app (sample_apps/ios/RapSAMApp/project.yml)
+APP_RUNTIMES = ("coreml", "executorch")
+APP_TIMEOUT_S = 600
 _SHOWN = ("Test Case", "Test Suite 'All tests'", "** ", "Testing failed", "error:")
 
 Progress = Callable[[str], None]
@@ -251,6 +266,109 @@ def run_ios(
     )
 
 
+# --- the sample app's benchmark mode ---------------------------------------------------------------------
+
+
+def app_launch_command(xcrun: str, *, device: str | None, simulator: str | None, bundle_id: str,
+                       arguments: Sequence[str]) -> list[str]:
+    """Launch the app with its console on this terminal; it prints its lines and exits (Benchmark.swift)."""
+    if simulator is not None:
+        return [xcrun, "simctl", "launch", "--console", "--terminate-running-process", simulator, bundle_id,
+                *arguments]
+    return [xcrun, "devicectl", "device", "process", "launch", "--console", "--terminate-existing", "--device",
+            str(device), bundle_id, "--", *arguments]
+
+
+def app_install_command(xcrun: str, bundle: Path, *, device: str | None, simulator: str | None) -> list[str]:
+    if simulator is not None:
+        return [xcrun, "simctl", "install", simulator, str(bundle)]
+    return [xcrun, "devicectl", "device", "install", "app", "--device", str(device), str(bundle)]
+
+
+def app_arguments(*, artifact: str | None, runtime: str | None, compute_units: str | None, warmup: int, runs: int,
+                  image: str | None) -> list[str]:
+    """The app's -benchmark options (BenchmarkOptions.parse in Benchmark.swift)."""
+    arguments = ["-benchmark", "-runs", str(runs), "-warmup", str(warmup)]
+    for flag, value in (("-artifact", artifact), ("-runtime", runtime), ("-compute-units", compute_units),
+                        ("-image", image)):
+        arguments += [flag, value] if value else []
+    return arguments
+
+
+def _xcrun(command: Sequence[str], timeout_s: float, what: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(list(command), capture_output=True, text=True, errors="replace", timeout=timeout_s,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{what} did not finish in {timeout_s:.0f}s: pass a longer --timeout or fewer --runs") from None
+
+
+def run_ios_app(
+    *,
+    device: str | None = None,
+    simulator: str | None = None,
+    bundle: str | Path | None = None,
+    bundle_id: str = APP_BUNDLE_ID,
+    artifact: str | None = None,
+    runtime: str | None = None,
+    compute_units: str | None = None,
+    warmup: int = 3,
+    runs: int = 20,
+    image: str | None = None,
+    xcrun: str = "xcrun",
+    timeout_s: float = APP_TIMEOUT_S,
+    settings: Mapping[str, Any] | None = None,
+    progress: Progress = _quiet,
+) -> Results:
+    """Run the sample app's benchmark mode on a phone (`device`, devicectl) or a simulator (`simulator`, simctl),
+    installing the `bundle` (RapSAMApp.app) first when given, and read its lines: one Measurement per stage.
+    `artifact` names a folder the app bundles (Models/<artifact>)."""
+    if (device is None) == (simulator is None):
+        raise BenchError("pass --device <UDID> (a phone, through devicectl) or --simulator <UDID or booted>")
+    if runs < 1 or warmup < 0:
+        raise BenchError(f"need --runs >= 1 and --warmup >= 0, got {runs} and {warmup}")
+    if runtime is not None and runtime not in APP_RUNTIMES:
+        raise BenchError(f"--runtime must be one of {', '.join(APP_RUNTIMES)}, not {runtime!r}")
+    if compute_units is not None and compute_units not in COMPUTE_UNITS:
+        raise BenchError(f"compute units {compute_units!r} is not one of {', '.join(COMPUTE_UNITS)}")
+    if bundle is not None and not (Path(bundle) / "Info.plist").is_file():
+        raise BenchError(f"{bundle} is not an app bundle (no Info.plist): pass the RapSAMApp.app Xcode built")
+    if shutil.which(xcrun) is None:
+        raise BenchError(f"rapsam-bench ios --app needs macOS with Xcode: {xcrun} is not on PATH")
+    target = f"simulator {simulator}" if simulator is not None else f"device {device}"
+    if bundle is not None:
+        install = app_install_command(xcrun, Path(bundle), device=device, simulator=simulator)
+        progress(shlex.join(install))
+        done = _xcrun(install, 600, "installing the app")
+        if done.returncode != 0:
+            raise BenchError(f"installing {Path(bundle).name} on the {target} failed: {last_line(done)}")
+    arguments = app_arguments(artifact=artifact, runtime=runtime, compute_units=compute_units, warmup=warmup,
+                              runs=runs, image=image)
+    command = app_launch_command(xcrun, device=device, simulator=simulator, bundle_id=bundle_id, arguments=arguments)
+    progress(shlex.join(command))
+    done = _xcrun(command, timeout_s, "the app's benchmark")
+    launch = " ".join(command[1:3])
+    fix = (f"`{launch}` exited with {done.returncode} ({last_line(done)}): is {bundle_id} installed on the {target}? "
+           "Build it (sample_apps/ios/README.md) and pass --bundle path/to/RapSAMApp.app"
+           if done.returncode != 0 else
+           f"is the installed {bundle_id} older than this rapsam? Rebuild it and pass --bundle")
+    records = app_records(done.stdout + "\n" + done.stderr, where=f"the app's console: `{shlex.join(command)}`",
+                          fix=fix)
+    first = records[0]
+    if first.get("simulator"):
+        progress("note: a simulator runs the models on the Mac's CPU: these are not a phone's numbers")
+    return Results(
+        machine={"kind": "ios", "device": first["device"], "os": first.get("os"),
+                 "simulator": bool(first.get("simulator", False)), "cpu_cores": first.get("cores")},
+        versions={"rapsam": rapsam.__version__, "python": platform.python_version()},
+        measurements=[app_measurement(r) for r in records],
+        settings={"app": bundle_id, "bundle": str(bundle) if bundle else None, "device": device,
+                  "simulator": simulator, "artifact": artifact, "runtime": runtime, "compute_units": compute_units,
+                  "warmup": warmup, "runs": runs, "image": image, **(settings or {})},
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
 # --- command line --------------------------------------------------------------------------------------
 
 
@@ -262,9 +380,11 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "ios", help="time a Core ML artifact on an iPhone/iPad/Mac with xcodebuild (macOS)",
         description="Run the apps/ios-bench harness with `xcodebuild test` on a device and write a results file. "
-                    "Exit 0: all measured; 1: some entry points failed; 2: an error.")
-    parser.add_argument("--artifact", required=True, type=Path, help="Core ML folder of rapsam-convert")
-    parser.add_argument("--destination", required=True,
+                    "With --app, run the sample app's benchmark mode instead (sample_apps/ios) and time each stage "
+                    "of its pipeline. Exit 0: all measured; 1: some entry points failed; 2: an error.")
+    parser.add_argument("--artifact", type=Path, help="Core ML folder of rapsam-convert; with --app the artifact "
+                        "folder the app bundles (its name; default the app's first of --runtime)")
+    parser.add_argument("--destination",
                         help="xcodebuild destination, e.g. 'platform=iOS,name=My iPhone' or 'platform=macOS'")
     parser.add_argument("--entry-points", help="comma list (default: every entry point of the artifact)")
     parser.add_argument("--compute-units", choices=COMPUTE_UNITS, help="default: the artifact's (manifest)")
@@ -275,6 +395,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--harness", type=Path, default=HARNESS, help="the harness package (default apps/ios-bench)")
     parser.add_argument("--xcodebuild", default="xcodebuild", help="xcodebuild executable (default: on PATH)")
     parser.add_argument("--out", type=Path, help="results JSON (default results/bench-ios-<model>-coreml.json)")
+    app = parser.add_argument_group("the sample app's benchmark mode")
+    app.add_argument("--app", action="store_true", help="launch RapSAMApp with -benchmark and read its console")
+    app.add_argument("--device", help="UDID of a phone (xcrun devicectl list devices)")
+    app.add_argument("--simulator", help="UDID of a simulator, or booted (xcrun simctl list devices)")
+    app.add_argument("--bundle", type=Path, help="install this RapSAMApp.app first (default: use the installed app)")
+    app.add_argument("--bundle-id", default=APP_BUNDLE_ID, help=f"the app's bundle ID (default {APP_BUNDLE_ID})")
+    app.add_argument("--runtime", choices=APP_RUNTIMES, help="the app's runtime (default coreml)")
+    app.add_argument("--image", help="picture path in the app's sandbox or artifact folder (default: the artifact's "
+                     "test-vector photo, else a synthetic 640x480 one)")
+    app.add_argument("--xcrun", default="xcrun", help="xcrun executable (default: on PATH)")
+    app.add_argument("--timeout", type=float, default=APP_TIMEOUT_S,
+                     help=f"seconds to wait for the app to finish (default {APP_TIMEOUT_S})")
     parser.set_defaults(func=ios_main)
     coreml_report.register(subparsers)
 
@@ -285,6 +417,11 @@ def ios_main(args: argparse.Namespace) -> int:
 
     entries = [e.strip() for e in args.entry_points.split(",") if e.strip()] if args.entry_points else None
     try:
+        if args.app:
+            return save_and_print(_run_app(args, progress), args.out, default=app_out)
+        if args.artifact is None or args.destination is None:
+            raise BenchError("--artifact and --destination are needed to time a Core ML artifact (or pass --app to "
+                             "run the sample app's benchmark mode)")
         results = run_ios(args.artifact, args.destination, entry_points=entries, compute_units=args.compute_units,
                           warmup=args.warmup, runs=args.runs, team=args.team, scheme=args.scheme,
                           harness=args.harness, xcodebuild=args.xcodebuild, progress=progress)
@@ -292,3 +429,16 @@ def ios_main(args: argparse.Namespace) -> int:
     except (BenchError, ResultsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _run_app(args: argparse.Namespace, progress: Progress) -> Results:
+    unused = [flag for flag, value in (("--destination", args.destination), ("--entry-points", args.entry_points),
+                                       ("--team", args.team), ("--scheme", args.scheme != SCHEME),
+                                       ("--harness", args.harness != HARNESS)) if value]
+    if unused:
+        raise BenchError(f"{', '.join(unused)} run the apps/ios-bench harness, not the app: drop them or --app")
+    return run_ios_app(
+        device=args.device, simulator=args.simulator, bundle=args.bundle, bundle_id=args.bundle_id,
+        artifact=args.artifact.name if args.artifact else None, runtime=args.runtime,
+        compute_units=args.compute_units, warmup=args.warmup, runs=args.runs, image=args.image, xcrun=args.xcrun,
+        timeout_s=args.timeout, progress=progress)

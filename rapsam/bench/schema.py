@@ -167,3 +167,77 @@ def latency_summary(samples_ms: Sequence[float]) -> dict[str, float]:
         "p50": percentile(0.50), "p90": percentile(0.90), "p99": percentile(0.99),
         "mean": sum(ordered) / len(ordered), "min": ordered[0], "max": ordered[-1],
     }
+
+
+# --- the sample apps' benchmark lines --------------------------------------------------------------------------
+# The Android and iOS sample apps' benchmark modes print one `RAPSAM_BENCH {json}` line per pipeline stage
+# (StageTimer.kt, StageTimer.swift; tests/data/bench/app_bench_lines.txt is the golden sample all three check):
+#   ok:     context + {"stage", "status": "ok", "runs", "latency_ms": {LATENCY_KEYS}}
+#   failed: context + {"status": "failed", "reason"}
+# The context: platform (android, ios), device, os, cores, artifact, backend, runtime (the app's description of
+# it), model, precision, input_size [h, w], image, image_size [h, w], warmup.
+
+APP_MARKER = "RAPSAM_BENCH"
+APP_RUNTIMES = {"executorch": "executorch", "litert": "litert", "litert-gpu": "litert", "coreml": "coreml"}
+_APP_CONTEXT = ("platform", "device", "backend", "model", "precision")
+
+
+def parse_app_lines(text: str) -> list[dict[str, Any]]:
+    """Every `RAPSAM_BENCH {json}` line of an app's output, in order, checked; a line may carry a log prefix
+    (logcat's time, pid and tag). A line that does not follow the format is a ResultsError."""
+    records = []
+    for line in text.splitlines():
+        _, marker, payload = line.partition(f"{APP_MARKER} ")
+        if not marker:
+            continue
+        try:
+            record = json.loads(payload)
+        except json.JSONDecodeError as exc:
+            raise ResultsError(f"a {APP_MARKER} line is not JSON ({exc}): {payload[:120]}") from None
+        _check_app_record(record, payload)
+        records.append(record)
+    return records
+
+
+def _check_app_record(record: Any, payload: str) -> None:
+    def bad(what: str) -> ResultsError:
+        return ResultsError(f"a {APP_MARKER} line {what}: {payload[:160]}")
+
+    if not isinstance(record, dict):
+        raise bad("is not a JSON object")
+    if record.get("status") == "failed":
+        if not isinstance(record.get("reason"), str):
+            raise bad("says failed without a reason")
+        return
+    if record.get("status") != "ok":
+        raise bad("has a status other than ok or failed")
+    for name in ("stage", *_APP_CONTEXT):
+        if not isinstance(record.get(name), str):
+            raise bad(f"has no {name}")
+    if not isinstance(record.get("runs"), int) or record["runs"] < 1:
+        raise bad("has no runs")
+    latency = record.get("latency_ms")
+    if not (isinstance(latency, dict) and all(isinstance(latency.get(k), (int, float)) for k in LATENCY_KEYS)):
+        raise bad(f"needs latency_ms with {', '.join(LATENCY_KEYS)}")
+    size = record.get("input_size")
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(x, int) for x in size)):
+        raise bad("needs input_size [height, width]")
+
+
+def app_measurement(record: Mapping[str, Any]) -> Measurement:
+    """One ok line -> one Measurement: the stage is the entry point, the app's back end and runtime go into
+    options (source "app" tells these rows from the bare entry points'); `load` runs once and is its first run."""
+    latency = {key: float(record["latency_ms"][key]) for key in LATENCY_KEYS}
+    load = record["stage"] == "load"
+    image = record.get("image")
+    if image and isinstance(record.get("image_size"), list):
+        image = f"{image} {'x'.join(str(x) for x in reversed(record['image_size']))}"  # width x height
+    options = {"source": "app", "backend": record["backend"], "runtime": record.get("runtime"), "image": image}
+    return Measurement(
+        runtime=APP_RUNTIMES.get(record["backend"], record["backend"]),
+        device=f"{record['platform']}:{record['device']}", model=record["model"], entry_point=record["stage"],
+        input_size=(record["input_size"][0], record["input_size"][1]), precision=record["precision"],
+        options={key: value for key, value in options.items() if value is not None},
+        warmup=0 if load else int(record.get("warmup", 0)), runs=record["runs"], latency_ms=latency,
+        fps=None if load else 1000.0 / latency["p50"], first_run_ms=latency["p50"] if load else None,
+    )

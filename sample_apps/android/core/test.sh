@@ -9,6 +9,7 @@
 #   RAPSAM_VECTORS   test vectors folder; else written with `rapsam-vectors --out build/vectors` (default model)
 #   RAPSAM_MANIFEST  manifest.json of the vectors' model; else `rapsam-convert --target onnx --no-parity` of the
 #                    default model into build/artifacts
+#   RAPSAM_BENCH_GOLDEN  the benchmark lines' golden sample; else the repository's tests/data/bench/app_bench_lines.txt
 # Build outputs go to build/ and .tools/ beside this script.
 set -euo pipefail
 
@@ -72,7 +73,8 @@ if [[ -z "${RAPSAM_MANIFEST:-}" ]]; then
     [[ -n "$RAPSAM_MANIFEST" ]] || die "rapsam-convert wrote no manifest.json under build/artifacts"
   fi
 fi
-export RAPSAM_VECTORS RAPSAM_MANIFEST
+RAPSAM_BENCH_GOLDEN="${RAPSAM_BENCH_GOLDEN:-$(cd "$HERE/../../.." && pwd)/tests/data/bench/app_bench_lines.txt}"
+export RAPSAM_VECTORS RAPSAM_MANIFEST RAPSAM_BENCH_GOLDEN
 echo "[test.sh] vectors $RAPSAM_VECTORS"
 echo "[test.sh] manifest $RAPSAM_MANIFEST"
 

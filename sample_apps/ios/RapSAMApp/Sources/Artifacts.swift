@@ -94,4 +94,10 @@ enum DeviceInfo {
         let v = ProcessInfo.processInfo.operatingSystemVersion
         return "iOS \(v.majorVersion).\(v.minorVersion).\(v.patchVersion)"
     }
+
+    /// The device part of a benchmark line's context (StageTimer.benchLines).
+    static var benchContext: [String: Any] {
+        ["platform": "ios", "device": model, "os": os, "simulator": isSimulator,
+         "cores": ProcessInfo.processInfo.processorCount]
+    }
 }

@@ -1,6 +1,7 @@
 // Benchmark mode: `-benchmark -artifact NAME -runs N` times load, encode, prompt (click to mask), the
 // panoptic post-processing and the end-to-end frame on a bundled test image, prints one
-// `RAPSAM_BENCH {json}` line per stage to stdout and exits, for a host driver to read with
+// `RAPSAM_BENCH {json}` line per stage to stdout (RapSAMKit's StageTimer.benchLines) and exits, for
+// `rapsam-bench ios --app` to read with
 // `xcrun simctl launch --console <sim> <bundle id> -benchmark ...` or
 // `xcrun devicectl device process launch --console --device <id> <bundle id> -- -benchmark ...` (README).
 //
@@ -48,11 +49,10 @@ enum Benchmark {
         } catch {
             let reason = "\(error)"
             FileHandle.standardError.write(Data("rapsam benchmark: \(reason)\n".utf8))
-            let record: [String: Any] = ["status": "failed", "reason": reason, "device": DeviceInfo.model,
-                                         "artifact": options.artifact ?? ""]
-            if let data = try? JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) {
-                print("\(StageTimer.marker) \(String(decoding: data, as: UTF8.self))")
-            }
+            var context = DeviceInfo.benchContext
+            context["artifact"] = options.artifact ?? ""
+            print(StageTimer.failedLine(reason: reason, context: context))
+            fflush(stdout)
             return 2
         }
     }
@@ -91,13 +91,14 @@ enum Benchmark {
         timer.record("load", ms: loadMs)
         for _ in 0..<options.runs { try oneRound() }
 
-        let extra: [String: Any] = [
-            "artifact": artifact.name, "runtime": pipeline.segmenter.runtime, "model": manifest.model.name,
-            "precision": manifest.precisionLabel, "input_size": manifest.inputSize, "image": imageName,
-            "image_size": [image.height, image.width], "warmup": options.warmup, "os": DeviceInfo.os,
-            "simulator": DeviceInfo.isSimulator, "processor_count": ProcessInfo.processInfo.processorCount,
+        var context = DeviceInfo.benchContext
+        let run: [String: Any] = [
+            "artifact": artifact.name, "backend": artifact.runtime.rawValue, "runtime": pipeline.segmenter.runtime,
+            "model": manifest.model.name, "precision": manifest.precisionLabel, "input_size": manifest.inputSize,
+            "image": imageName, "image_size": [image.height, image.width], "warmup": options.warmup,
         ]
-        for line in timer.benchJSON(device: DeviceInfo.model, extra: extra) {
+        context.merge(run) { _, new in new }
+        for line in timer.benchLines(context: context) {
             print(line)
         }
         fflush(stdout)

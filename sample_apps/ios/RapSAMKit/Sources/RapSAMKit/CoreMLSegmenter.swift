@@ -6,7 +6,7 @@ import CoreML
 import CoreVideo
 import Foundation
 
-public final class CoreMLSegmenter: Segmenter {
+public final class CoreMLSegmenter: ContractSegmenter {
     public let runtime: String
     public let manifest: Manifest
     private let models: [String: MLModel]  // entry point -> its model
@@ -83,58 +83,35 @@ public final class CoreMLSegmenter: Segmenter {
         throw PipelineError("function \(function) of a multifunction package needs iOS 18 / macOS 15 and Xcode 16")
     }
 
-    // MARK: Segmenter
+    // MARK: ContractSegmenter: the tensor I/O (segment, encode and prompt come from ContractSegmenter)
 
-    public func segment(_ image: [Float]) throws -> SegmentOutputs {
-        let out = try run("segment", floats: ["image": image])
-        return SegmentOutputs(maskLogits: try floats(out, "mask_logits"), classLogits: try floats(out, "class_logits"),
-                              queries: try floats(out, "queries"))
-    }
-
-    public func encode(_ image: [Float]) throws -> [Float] {
-        try floats(try run("encode", floats: ["image": image]), "features").values
-    }
-
-    public func prompt(features: [Float], boxes: [Float], kinds: [Int32]) throws -> PromptOutputs {
-        let out = try run("prompt", floats: ["features": features, "boxes": boxes], ints: ["kinds": kinds])
-        return PromptOutputs(maskLogits: try floats(out, "mask_logits"), iou: try floats(out, "iou"))
-    }
-
-    // MARK: Core ML plumbing
-
-    private func run(_ entry: String, floats: [String: [Float]] = [:], ints: [String: [Int32]] = [:]) throws -> MLFeatureProvider {
+    /// `method` was chosen when the entry's model was loaded (the function of a multifunction package).
+    public func run(entry: String, method: String, inputs: [TensorInput], outputs: [Manifest.Tensor]) throws -> [FloatTensor] {
         guard let model = models[entry] else { throw PipelineError("the \(entry) entry point is not loaded") }
-        let spec = try manifest.entryPoint(entry)
         var features: [String: MLFeatureValue] = [:]
-        for tensor in spec.inputs {
+        for input in inputs {
+            let tensor = input.spec
             guard let description = model.modelDescription.inputDescriptionsByName[tensor.name] else {
                 throw PipelineError("\(entry): the model has no input \(tensor.name), which the manifest names")
             }
-            let count = tensor.shape.reduce(1, *)
-            if let values = floats[tensor.name] {
-                guard values.count == count else { throw sizeError(entry, tensor, values.count) }
+            switch input.values {
+            case .float(let values):
                 if let image = description.imageConstraint {
                     features[tensor.name] = MLFeatureValue(pixelBuffer: try Self.pixelBuffer(values, tensor.shape, image))
                 } else {
                     let declared = description.multiArrayConstraint?.dataType ?? .float32
                     features[tensor.name] = MLFeatureValue(multiArray: try Self.multiArray(values, tensor.shape, declared))
                 }
-            } else if let values = ints[tensor.name] {
-                guard values.count == count else { throw sizeError(entry, tensor, values.count) }
+            case .int32(let values):
                 let declared = description.multiArrayConstraint?.dataType ?? .int32
                 let array = try declared == .int32
                     ? MLMultiArray(MLShapedArray<Int32>(scalars: values, shape: tensor.shape))
                     : Self.multiArray(values.map(Float.init), tensor.shape, declared)
                 features[tensor.name] = MLFeatureValue(multiArray: array)
-            } else {
-                throw PipelineError("\(entry): no value for its input \(tensor.name)")
             }
         }
-        return try model.prediction(from: MLDictionaryFeatureProvider(dictionary: features))
-    }
-
-    private func sizeError(_ entry: String, _ tensor: Manifest.Tensor, _ count: Int) -> PipelineError {
-        PipelineError("\(entry): \(tensor.name) needs \(tensor.shape.reduce(1, *)) values for \(tensor.shape), got \(count)")
+        let provider = try model.prediction(from: MLDictionaryFeatureProvider(dictionary: features))
+        return try outputs.map { try floats(provider, $0.name) }
     }
 
     /// An output as dense row-major float32, whatever its strides (the GPU and Neural Engine pad rows) and

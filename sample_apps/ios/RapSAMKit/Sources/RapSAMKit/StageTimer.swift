@@ -1,6 +1,15 @@
 // Named stage durations (load, preprocess, encode, prompt, segment, postprocess, frame) for the latency
-// readout and the benchmark's `RAPSAM_BENCH {json}` lines, one per stage, that a host driver reads from the
-// app's console (xcrun simctl launch --console / xcrun devicectl ... --console).
+// readout and the benchmark's `RAPSAM_BENCH {json}` lines, one per stage, that `rapsam-bench ios --app` reads
+// from the app's console (xcrun simctl launch --console / xcrun devicectl ... --console). The line format is
+// the Kotlin core's (StageTimer.kt), read by rapsam/bench/schema.py (parse_app_lines); its golden sample is
+// tests/data/bench/app_bench_lines.txt:
+//
+//   RAPSAM_BENCH {<context>..., "latency_ms": {"max", "mean", "min", "p50", "p90", "p99"}, "runs": N,
+//                 "stage": "encode", "status": "ok"}        one per stage, keys sorted, times in ms
+//   RAPSAM_BENCH {<context>..., "reason": "...", "status": "failed"}       a run that could not finish
+//
+// The context is what the app knows about the run: platform, device, os, simulator, cores, artifact, backend,
+// runtime, model, precision, input_size [h, w], image, image_size [h, w], warmup.
 
 import Foundation
 
@@ -77,27 +86,34 @@ public final class StageTimer {
                        mean: ordered.reduce(0, +) / Double(ordered.count), min: ordered[0], max: ordered[ordered.count - 1])
     }
 
-    /// One `RAPSAM_BENCH {json}` line per recorded stage (sorted keys): stage, runs, p50_ms ... max_ms, every
-    /// sample in latencies_ms, the device, and `extra` (artifact, runtime, os, ...).
-    public func benchJSON(device: String, extra: [String: Any] = [:]) -> [String] {
+    /// One `RAPSAM_BENCH {json}` line per recorded stage: `context` plus stage, status "ok", runs and latency_ms.
+    public func benchLines(context: [String: Any]) -> [String] {
         stages.compactMap { stage -> String? in
             let values = samples(stage)
             guard let s = Self.summarize(values) else { return nil }
-            var record: [String: Any] = extra
-            func ms(_ value: Double) -> Double { (value * 1e4).rounded() / 1e4 }
+            func ms(_ value: Double) -> Double { (value * 1e4).rounded() / 1e4 }  // 0.1 us, as the Kotlin core
+            var record = context
             record["stage"] = stage
             record["status"] = "ok"
-            record["device"] = device
             record["runs"] = s.runs
-            record["p50_ms"] = ms(s.p50)
-            record["p90_ms"] = ms(s.p90)
-            record["p99_ms"] = ms(s.p99)
-            record["mean_ms"] = ms(s.mean)
-            record["min_ms"] = ms(s.min)
-            record["max_ms"] = ms(s.max)
-            record["latencies_ms"] = values.map(ms)
-            guard let data = try? JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) else { return nil }
-            return "\(Self.marker) \(String(decoding: data, as: UTF8.self))"
+            record["latency_ms"] = ["p50": ms(s.p50), "p90": ms(s.p90), "p99": ms(s.p99), "mean": ms(s.mean),
+                                    "min": ms(s.min), "max": ms(s.max)]
+            return Self.benchLine(record)
         }
+    }
+
+    /// The one line of a run that failed: `context` plus status "failed" and the `reason`.
+    public static func failedLine(reason: String, context: [String: Any]) -> String {
+        var record = context
+        record["status"] = "failed"
+        record["reason"] = reason
+        return benchLine(record) ?? "\(marker) {\"reason\":\"unprintable context\",\"status\":\"failed\"}"
+    }
+
+    /// The marker and `record` as compact JSON, keys sorted at every level; nil if it is not JSON-serializable.
+    public static func benchLine(_ record: [String: Any]) -> String? {
+        guard JSONSerialization.isValidJSONObject(record),
+              let data = try? JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) else { return nil }
+        return "\(marker) \(String(decoding: data, as: UTF8.self))"
     }
 }

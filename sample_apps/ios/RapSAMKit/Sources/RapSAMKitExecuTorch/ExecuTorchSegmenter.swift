@@ -11,8 +11,9 @@ import ExecuTorch
 import Foundation
 import RapSAMKit
 
-/// Not thread-safe (ExecuTorch's Module is not): call it from one queue at a time.
-public final class ExecuTorchSegmenter: Segmenter {
+/// Not thread-safe (ExecuTorch's Module is not): call it from one queue at a time. segment, encode and prompt
+/// come from ContractSegmenter; this is the tensor I/O.
+public final class ExecuTorchSegmenter: ContractSegmenter {
     public let runtime: String
     public let manifest: Manifest
     private let module: Module
@@ -45,47 +46,24 @@ public final class ExecuTorchSegmenter: Segmenter {
         return ExecuTorchSegmenter(runtime: "ExecuTorch", manifest: manifest, module: module)
     }
 
-    public func segment(_ image: [Float]) throws -> SegmentOutputs {
-        let out = try run("segment", ["image": image])
-        return SegmentOutputs(maskLogits: out["mask_logits"]!, classLogits: out["class_logits"]!, queries: out["queries"]!)
-    }
-
-    public func encode(_ image: [Float]) throws -> [Float] {
-        try run("encode", ["image": image])["features"]!.values
-    }
-
-    public func prompt(features: [Float], boxes: [Float], kinds: [Int32]) throws -> PromptOutputs {
-        let out = try run("prompt", ["features": features, "boxes": boxes], ints: ["kinds": kinds])
-        return PromptOutputs(maskLogits: out["mask_logits"]!, iou: out["iou"]!)
-    }
-
-    /// Inputs in the order and shapes of the manifest; outputs by the manifest's names (the method returns
-    /// them in that order). Every output the manifest names is in the result.
-    private func run(_ entry: String, _ floats: [String: [Float]], ints: [String: [Int32]] = [:]) throws -> [String: FloatTensor] {
-        let spec = try manifest.entryPoint(entry)
-        var inputs: [ValueConvertible] = []
-        for tensor in spec.inputs {
-            let count = tensor.shape.reduce(1, *)
-            if let values = floats[tensor.name], values.count == count {
-                inputs.append(Tensor<Float>(values, shape: tensor.shape))
-            } else if let values = ints[tensor.name], values.count == count {
-                inputs.append(Tensor<Int32>(values, shape: tensor.shape))
-            } else {
-                throw PipelineError("\(entry): no value of \(count) elements for its input \(tensor.name) \(tensor.shape)")
+    /// Inputs in the order and shapes of the manifest; the method returns its outputs in the manifest's order.
+    public func run(entry: String, method: String, inputs: [TensorInput], outputs: [Manifest.Tensor]) throws -> [FloatTensor] {
+        let arguments = inputs.map { input -> ValueConvertible in
+            switch input.values {
+            case .float(let values): return Tensor<Float>(values, shape: input.spec.shape)
+            case .int32(let values): return Tensor<Int32>(values, shape: input.spec.shape)
             }
         }
-        let values: [Value] = try module.execute(spec.method ?? entry, inputs)
-        guard values.count >= spec.outputs.count else {
-            throw PipelineError("\(entry) returned \(values.count) values, the manifest names \(spec.outputs.count)")
+        let values: [Value] = try module.execute(method, arguments)
+        guard values.count >= outputs.count else {
+            throw PipelineError("\(entry) returned \(values.count) values, the manifest names \(outputs.count)")
         }
-        var out: [String: FloatTensor] = [:]
-        for (index, tensor) in spec.outputs.enumerated() {
+        return try outputs.indices.map { index -> FloatTensor in
             guard let result: Tensor<Float> = values[index].tensor() else {
-                throw PipelineError("\(entry): output \(tensor.name) is not a float32 tensor")
+                throw PipelineError("\(entry): output \(outputs[index].name) is not a float32 tensor")
             }
-            out[tensor.name] = FloatTensor(values: result.scalars(), shape: result.shape)
+            return FloatTensor(values: result.scalars(), shape: result.shape)
         }
-        return out
     }
 }
 #endif

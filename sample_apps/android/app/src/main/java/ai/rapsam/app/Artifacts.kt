@@ -7,7 +7,6 @@ import android.content.Context
 import android.util.Log
 import ai.rapsam.core.Manifest
 import ai.rapsam.core.Segmenter
-import ai.rapsam.core.TensorSpec
 import java.io.File
 
 /** One bundled rapsam-convert folder: assets/models/[name]/ with its parsed manifest. */
@@ -28,9 +27,6 @@ enum class Backend(val id: String, val label: String, val target: String) {
             )
     }
 }
-
-/** Elements of a tensor of this shape. */
-val TensorSpec.numel: Int get() = shape.fold(1) { acc, d -> acc * d }
 
 object Artifacts {
     private const val TAG = "RapSAM"

@@ -1,13 +1,13 @@
-// Benchmark mode, for a host driver over adb:
+// Benchmark mode, for a host driver over adb (`rapsam-bench android --app` runs all of this):
 //
-//   adb shell am start -n ai.rapsam.app/.BenchmarkActivity --es artifact <folder> --ei runs 50
-//   adb logcat -s RapSAMBench
+//   adb shell am start -W -S -n ai.rapsam.app/.BenchmarkActivity --es artifact <folder> --ei runs 50
+//   adb logcat -d -s RapSAMBench
 //
 // Times model load, then `runs` rounds of what the app does (encode the picture, one click to its mask, one
 // tracked camera-style frame) after `warmup` unreported rounds, and prints one `RAPSAM_BENCH {json}` line per
-// stage (core's StageTimer.benchJson: load, preprocess, encode, prompt, frame, segment, postprocess) to logcat
+// stage (core's StageTimer.benchLines: load, preprocess, encode, prompt, frame, segment, postprocess) to logcat
 // under the tag RapSAMBench and to files/rapsam-bench.txt (also <external files>/rapsam-bench.txt, which adb can
-// pull from a release build). A failure is one line with "status": "failed"; the last log line is "done".
+// read from a release build). A failure is one line with "status": "failed"; the last log line is "done: N lines".
 //
 // Extras: artifact (a folder of assets/models; default the first), backend (executorch | litert | litert-gpu;
 // default the artifact's first), runs (20), warmup (3), threads (0: default), image (a path, absolute or inside the
@@ -25,8 +25,6 @@ import android.util.Log
 import android.widget.ScrollView
 import android.widget.TextView
 import androidx.appcompat.app.AppCompatActivity
-import ai.rapsam.core.BENCH_MARKER
-import ai.rapsam.core.Json
 import ai.rapsam.core.Pipeline
 import ai.rapsam.core.QueryTracker
 import ai.rapsam.core.StageTimer
@@ -59,13 +57,8 @@ class BenchmarkActivity : AppCompatActivity() {
                 measure(extras)
             } catch (e: Throwable) {
                 Log.e(TAG, "benchmark failed", e)
-                val record = mapOf(
-                    "status" to "failed",
-                    "reason" to (e.message ?: e.javaClass.simpleName),
-                    "artifact" to (extras.getString("artifact") ?: ""),
-                    "device" to device(),
-                )
-                listOf("$BENCH_MARKER ${Json.write(record)}")
+                val context = device() + mapOf("artifact" to (extras.getString("artifact") ?: ""))
+                listOf(StageTimer.failedLine(e.message ?: e.javaClass.simpleName, context))
             }
             lines.forEach { Log.i(TAG, it) }
             save(lines)
@@ -121,29 +114,30 @@ class BenchmarkActivity : AppCompatActivity() {
             "artifact" to artifact.name,
             "backend" to backend.id,
             "runtime" to runtime,
-            "model_name" to m.modelName,
+            "model" to m.modelName,
             "precision" to m.precision,
-            "input_size" to "${m.inputH}x${m.inputW}",
+            "input_size" to listOf(m.inputH, m.inputW),
             "image" to imageName,
-            "image_size" to "${w}x$h",
-            "warmup" to warmup.toString(),
+            "image_size" to listOf(h, w),
+            "warmup" to warmup,
         )
-        return timer.benchJson(context).lines().filter { it.isNotBlank() }.map { "$BENCH_MARKER $it" }
+        return timer.benchLines(context)
     }
 
     /** The phone, as benchmark tables name it: model, SoC, Android version, ABI, cores. */
-    private fun device(): Map<String, String> = buildMap {
-        put("model", Build.MODEL)
+    private fun device(): Map<String, Any> = buildMap {
+        put("platform", "android")
+        put("device", Build.MODEL)
         put("manufacturer", Build.MANUFACTURER)
         if (Build.VERSION.SDK_INT >= Build.VERSION_CODES.S) {
             put("soc", "${Build.SOC_MANUFACTURER} ${Build.SOC_MODEL}")
         } else {
             put("soc", Build.HARDWARE) // the board name: SOC_MODEL is API 31+
         }
-        put("android", Build.VERSION.RELEASE)
-        put("sdk", Build.VERSION.SDK_INT.toString())
+        put("os", "Android ${Build.VERSION.RELEASE}")
+        put("sdk", Build.VERSION.SDK_INT)
         put("abi", Build.SUPPORTED_ABIS.firstOrNull() ?: "")
-        put("cores", Runtime.getRuntime().availableProcessors().toString())
+        put("cores", Runtime.getRuntime().availableProcessors())
     }
 
     /** The "image" extra, else the artifact's test-vector photos, else a synthetic picture. */

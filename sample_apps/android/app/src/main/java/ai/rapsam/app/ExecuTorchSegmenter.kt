@@ -4,52 +4,30 @@
 
 package ai.rapsam.app
 
+import ai.rapsam.core.ContractSegmenter
 import ai.rapsam.core.Manifest
-import ai.rapsam.core.PromptOutputs
-import ai.rapsam.core.SegmentOutputs
-import ai.rapsam.core.Segmenter
+import ai.rapsam.core.TensorInput
 import ai.rapsam.core.TensorSpec
 import org.pytorch.executorch.EValue
 import org.pytorch.executorch.Module
 import org.pytorch.executorch.Tensor
 import java.io.File
 
-/** Not thread-safe beyond what Module itself locks: the app calls it from one worker thread. */
+/**
+ * Not thread-safe beyond what Module itself locks: the app calls it from one worker thread. The contract mapping
+ * (entry points to methods and tensors by the manifest's names) is ContractSegmenter's; this is the tensor I/O.
+ */
 class ExecuTorchSegmenter private constructor(
     private val module: Module,
-    private val manifest: Manifest,
+    manifest: Manifest,
     override val runtime: String,
-) : Segmenter {
+) : ContractSegmenter(manifest) {
 
-    override fun segment(image: FloatArray): SegmentOutputs {
-        val out = run("segment", mapOf("image" to image))
-        return SegmentOutputs(out.getValue("mask_logits"), out.getValue("class_logits"), out.getValue("queries"))
-    }
-
-    override fun encode(image: FloatArray): FloatArray = run("encode", mapOf("image" to image)).getValue("features")
-
-    override fun prompt(features: FloatArray, boxes: FloatArray, kinds: IntArray): PromptOutputs {
-        val out = run("prompt", mapOf("features" to features, "boxes" to boxes, "kinds" to kinds))
-        return PromptOutputs(out.getValue("mask_logits"), out.getValue("iou"))
-    }
-
-    /**
-     * Inputs in the manifest's order and shapes; the method returns its outputs in the manifest's order too
-     * (rapsam.export's contract). fp16 artifacts still take and return float32 at the boundary, and
-     * Tensor.dataAsFloatArray widens a half tensor if one comes back.
-     */
-    private fun run(entry: String, inputs: Map<String, Any>): Map<String, FloatArray> {
-        val spec = manifest.entryPoint(entry)
-        val args = spec.inputs.map { EValue.from(tensor(it, inputs[it.name] ?: error("$entry: no value for ${it.name}"))) }
-        val values = module.execute(spec.method ?: entry, *args.toTypedArray())
-        check(values.size >= spec.outputs.size) {
-            "$entry returned ${values.size} values, the manifest names ${spec.outputs.size}"
-        }
-        return spec.outputs.withIndex().associate { (i, t) ->
-            val data = values[i].toTensor().dataAsFloatArray
-            check(data.size == t.numel) { "$entry: ${t.name} has ${data.size} values, expected ${t.shape.contentToString()}" }
-            t.name to data
-        }
+    /** Tensor.dataAsFloatArray widens a half tensor if one comes back. */
+    override fun run(method: String, inputs: List<TensorInput>, outputs: List<TensorSpec>): List<FloatArray> {
+        val args = inputs.map { EValue.from(tensor(it.spec, it.data)) }
+        val values = module.execute(method, *args.toTypedArray())
+        return values.take(outputs.size).map { it.toTensor().dataAsFloatArray }
     }
 
     // Prompts on one photo pass the same features array every time; its Tensor (a copy into native memory, 16 MB
@@ -69,12 +47,6 @@ class ExecuTorchSegmenter private constructor(
 
     private fun newTensor(spec: TensorSpec, value: Any): Tensor {
         val shape = LongArray(spec.shape.size) { spec.shape[it].toLong() }
-        val size = when (value) {
-            is FloatArray -> value.size
-            is IntArray -> value.size
-            else -> error("${spec.name}: unsupported ${value.javaClass.simpleName}")
-        }
-        require(size == spec.numel) { "${spec.name}: $size values for shape ${spec.shape.contentToString()}" }
         return if (value is IntArray) Tensor.fromBlob(value, shape) else Tensor.fromBlob(value as FloatArray, shape)
     }
 

@@ -5,10 +5,9 @@
 
 package ai.rapsam.app
 
+import ai.rapsam.core.ContractSegmenter
 import ai.rapsam.core.Manifest
-import ai.rapsam.core.PromptOutputs
-import ai.rapsam.core.SegmentOutputs
-import ai.rapsam.core.Segmenter
+import ai.rapsam.core.TensorInput
 import ai.rapsam.core.TensorSpec
 import com.google.ai.edge.litert.Accelerator
 import com.google.ai.edge.litert.CompiledModel
@@ -18,43 +17,24 @@ import java.io.File
 import java.nio.FloatBuffer
 import java.nio.IntBuffer
 
-/** Not thread-safe (neither runtime is): the app calls it from one worker thread. */
+/**
+ * Not thread-safe (neither runtime is): the app calls it from one worker thread. The contract mapping (entry
+ * points to signatures and tensors by the manifest's names) is ContractSegmenter's; this is the tensor I/O.
+ */
 class LiteRTSegmenter private constructor(
     private val runner: Runner,
-    private val manifest: Manifest,
+    manifest: Manifest,
     override val runtime: String,
-) : Segmenter {
+) : ContractSegmenter(manifest) {
 
-    override fun segment(image: FloatArray): SegmentOutputs {
-        val out = run("segment", mapOf("image" to image))
-        return SegmentOutputs(out.getValue("mask_logits"), out.getValue("class_logits"), out.getValue("queries"))
-    }
-
-    override fun encode(image: FloatArray): FloatArray = run("encode", mapOf("image" to image)).getValue("features")
-
-    override fun prompt(features: FloatArray, boxes: FloatArray, kinds: IntArray): PromptOutputs {
-        val out = run("prompt", mapOf("features" to features, "boxes" to boxes, "kinds" to kinds))
-        return PromptOutputs(out.getValue("mask_logits"), out.getValue("iou"))
-    }
-
-    private fun run(entry: String, inputs: Map<String, Any>): Map<String, FloatArray> {
-        val spec = manifest.entryPoint(entry)
-        for (t in spec.inputs) {
-            val size = when (val v = inputs[t.name]) {
-                is FloatArray -> v.size
-                is IntArray -> v.size
-                else -> error("$entry: no float or int value for ${t.name}")
-            }
-            require(size == t.numel) { "$entry: ${t.name} has $size values, shape ${t.shape.contentToString()}" }
-        }
-        return runner.run(spec.method ?: entry, inputs, spec.outputs)
-    }
+    override fun run(method: String, inputs: List<TensorInput>, outputs: List<TensorSpec>): List<FloatArray> =
+        runner.run(method, inputs.associate { it.spec.name to it.data }, outputs)
 
     override fun close() = runner.close()
 
-    /** One way of running a signature by name: inputs by tensor name, outputs as the manifest lists them. */
+    /** One way of running a signature by name: inputs by tensor name, outputs in the order of [outputs]. */
     private interface Runner : AutoCloseable {
-        fun run(signature: String, inputs: Map<String, Any>, outputs: List<TensorSpec>): Map<String, FloatArray>
+        fun run(signature: String, inputs: Map<String, Any>, outputs: List<TensorSpec>): List<FloatArray>
     }
 
     /** The Interpreter API with LiteRT's XNNPACK CPU delegate. */
@@ -63,14 +43,14 @@ class LiteRTSegmenter private constructor(
 
         fun signatures(): Set<String> = interpreter.signatureKeys.toSet()
 
-        override fun run(signature: String, inputs: Map<String, Any>, outputs: List<TensorSpec>): Map<String, FloatArray> {
+        override fun run(signature: String, inputs: Map<String, Any>, outputs: List<TensorSpec>): List<FloatArray> {
             // Flat arrays go in as buffers: a Java array would have to match the tensor's rank, and the
             // Interpreter resizes inputs to the shape of an array it is given.
             val feeds: Map<String, Any> = inputs.mapValues { (_, v) ->
                 if (v is IntArray) IntBuffer.wrap(v) else FloatBuffer.wrap(v as FloatArray)
             }
-            val results = outputs.associate { it.name to FloatArray(it.numel) }
-            val sinks: Map<String, Any> = results.mapValues { FloatBuffer.wrap(it.value) }
+            val results = outputs.map { FloatArray(it.numel) }
+            val sinks: Map<String, Any> = outputs.withIndex().associate { (i, t) -> t.name to FloatBuffer.wrap(results[i]) }
             interpreter.runSignature(feeds, sinks, signature)
             return results
         }
@@ -88,7 +68,7 @@ class LiteRTSegmenter private constructor(
         // Buffers are created once per signature and reused for every call.
         private val buffers = HashMap<String, Pair<Map<String, TensorBuffer>, Map<String, TensorBuffer>>>()
 
-        override fun run(signature: String, inputs: Map<String, Any>, outputs: List<TensorSpec>): Map<String, FloatArray> {
+        override fun run(signature: String, inputs: Map<String, Any>, outputs: List<TensorSpec>): List<FloatArray> {
             val (ins, outs) = buffers.getOrPut(signature) {
                 inputs.keys.associateWith { model.createInputBuffer(it, signature) } to
                     outputs.associate { it.name to model.createOutputBuffer(it.name, signature) }
@@ -98,7 +78,7 @@ class LiteRTSegmenter private constructor(
                 if (value is IntArray) buffer.writeInt(value) else buffer.writeFloat(value as FloatArray)
             }
             model.run(ins, outs, signature)
-            return outputs.associate { it.name to outs.getValue(it.name).readFloat() }
+            return outputs.map { outs.getValue(it.name).readFloat() }
         }
 
         override fun close() {

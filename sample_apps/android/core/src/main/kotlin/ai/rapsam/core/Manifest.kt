@@ -8,6 +8,9 @@ data class ClassInfo(val id: Int, val name: String, val isThing: Boolean, val co
 
 /** One input or output of an entry point; [dtype] is float32 or int32. */
 data class TensorSpec(val name: String, val shape: IntArray, val dtype: String) {
+    /** The number of elements: the product of the shape. */
+    val numel: Int get() = shape.fold(1) { acc, d -> acc * d }
+
     /** The size of dimension [axis] (negative counts from the end), with a clear error for a shorter shape. */
     fun dim(axis: Int): Int {
         val i = if (axis < 0) shape.size + axis else axis

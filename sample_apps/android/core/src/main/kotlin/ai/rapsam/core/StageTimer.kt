@@ -1,9 +1,18 @@
 // Named stage durations (load, preprocess, segment, encode, prompt, postprocess, frame) for the app's latency
-// readout and its benchmark mode, which logs one `RAPSAM_BENCH {json}` line per stage for a host to collect.
+// readout and its benchmark mode, which logs one `RAPSAM_BENCH {json}` line per stage for a host to collect
+// (`rapsam-bench android --app`). The line format is shared with the iOS app's StageTimer.swift and read by
+// rapsam/bench/schema.py (parse_app_lines); tests/data/bench/app_bench_lines.txt is its golden sample:
+//
+//   RAPSAM_BENCH {<context>..., "latency_ms": {"max", "mean", "min", "p50", "p90", "p99"}, "runs": N,
+//                 "stage": "encode", "status": "ok"}        one per stage, keys sorted, times in ms
+//   RAPSAM_BENCH {<context>..., "reason": "...", "status": "failed"}       a run that could not finish
+//
+// The context is what the app knows about the run: platform, device, os, cores, artifact, backend, runtime,
+// model, precision, input_size [h, w], image, image_size [h, w], warmup.
 
 package ai.rapsam.core
 
-/** Prefix of the benchmark lines in the log: `"$BENCH_MARKER $line"` for each line of [StageTimer.benchJson]. */
+/** Prefix of the benchmark lines in the log, followed by one space and a JSON object. */
 const val BENCH_MARKER = "RAPSAM_BENCH"
 
 /** Thread-safe: the camera thread records while the UI reads. */
@@ -37,18 +46,28 @@ class StageTimer {
     /** p50/p90/p99 (linear interpolation, as numpy and rapsam/bench/schema.py), mean, min, max in ms; null if none. */
     fun summary(stage: String): Map<String, Double>? = summarize(samples(stage))
 
-    /**
-     * One JSON object per line, one line per recorded stage: {"stage", "runs", "latency_ms": {"p50", "p90", "p99",
-     * "mean", "min", "max"}, "device": [device]}.
-     */
-    fun benchJson(device: Map<String, String>): String = stages.mapNotNull { stage ->
+    /** One `RAPSAM_BENCH {json}` line per recorded stage: [context] plus stage, status "ok", runs and latency_ms. */
+    fun benchLines(context: Map<String, Any?>): List<String> = stages.mapNotNull { stage ->
         val values = samples(stage)
         summarize(values)?.let {
-            Json.write(mapOf("stage" to stage, "runs" to values.size, "latency_ms" to it, "device" to device))
+            benchLine(context + mapOf("stage" to stage, "status" to "ok", "runs" to values.size, "latency_ms" to it))
         }
-    }.joinToString("\n")
+    }
 
     companion object {
+        /** The one line of a run that failed: [context] plus status "failed" and the [reason]. */
+        fun failedLine(reason: String, context: Map<String, Any?>): String =
+            benchLine(context + mapOf("status" to "failed", "reason" to reason))
+
+        /** The marker and [record] as compact JSON, keys sorted at every level (as Swift's .sortedKeys). */
+        fun benchLine(record: Map<String, Any?>): String = "$BENCH_MARKER ${Json.write(sortedKeys(record))}"
+
+        private fun sortedKeys(value: Any?): Any? = when (value) {
+            is Map<*, *> -> value.entries.sortedBy { it.key.toString() }.associate { it.key.toString() to sortedKeys(it.value) }
+            is List<*> -> value.map { sortedKeys(it) }
+            else -> value
+        }
+
         fun summarize(samples: List<Double>): Map<String, Double>? {
             if (samples.isEmpty()) return null
             val ordered = samples.sorted()

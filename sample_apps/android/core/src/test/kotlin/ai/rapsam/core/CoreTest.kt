@@ -272,7 +272,7 @@ class CoreTest {
     }
 
     @Test
-    fun stageTimerBenchJsonParsesBack() {
+    fun stageTimerBenchLinesParseBack() {
         val timer = StageTimer()
         for (i in 1..100) timer.record("encode", i.toDouble())
         assertEquals("done", timer.time("prompt") { Thread.sleep(2); "done" })
@@ -282,18 +282,25 @@ class CoreTest {
         assertEquals(99.01, s.getValue("p99"), 1e-9)
         assertEquals(50.5, s.getValue("mean"), 1e-9)
         assertEquals(listOf("encode", "prompt"), timer.stages)
-        val device = mapOf("model" to "Pixel 8", "os" to "Android 15", "runtime" to "executorch")
-        val lines = timer.benchJson(device).lines()
+        val context = mapOf("device" to "Pixel 8", "os" to "Android 15", "backend" to "executorch", "cores" to 9)
+        val lines = timer.benchLines(context)
         assertEquals(2, lines.size)
-        val encode = Json.parse(lines[0]) as Map<*, *>
+        assertTrue(lines.all { it.startsWith("$BENCH_MARKER {") })
+        val encode = Json.parse(lines[0].removePrefix("$BENCH_MARKER ")) as Map<*, *>
+        assertEquals(listOf("backend", "cores", "device", "latency_ms", "os", "runs", "stage", "status"), encode.keys.toList())
         assertEquals("encode", encode["stage"])
+        assertEquals("ok", encode["status"])
         assertEquals(100.0, encode["runs"])
         assertEquals(mapOf("p50" to 50.5, "p90" to 90.1, "p99" to 99.01, "mean" to 50.5, "min" to 1.0, "max" to 100.0), encode["latency_ms"])
-        assertEquals(device, encode["device"])
-        val prompt = Json.parse(lines[1]) as Map<*, *>
+        assertEquals(listOf("max", "mean", "min", "p50", "p90", "p99"), (encode["latency_ms"] as Map<*, *>).keys.toList())
+        assertEquals("Pixel 8", encode["device"])
+        val prompt = Json.parse(lines[1].removePrefix("$BENCH_MARKER ")) as Map<*, *>
         assertTrue(((prompt["latency_ms"] as Map<*, *>)["p50"] as Double) >= 2.0)
-        println("  $BENCH_MARKER ${lines[1]}")
+        println("  ${lines[1]}")
+        val failed = Json.parse(StageTimer.failedLine("no model", context).removePrefix("$BENCH_MARKER ")) as Map<*, *>
+        assertEquals(mapOf("backend" to "executorch", "cores" to 9.0, "device" to "Pixel 8", "os" to "Android 15",
+            "reason" to "no model", "status" to "failed"), failed)
         timer.reset()
-        assertEquals("", timer.benchJson(device))
+        assertEquals(emptyList<String>(), timer.benchLines(context))
     }
 }
