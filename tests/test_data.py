@@ -404,6 +404,26 @@ def test_sample_prompts_points_boxes_and_padding() -> None:
     assert (kinds == BOX).all() and (boxes[:, 2:] > boxes[:, :2]).all()
 
 
+def test_click_margin_keeps_the_click_box_inside_its_segment() -> None:
+    mask = np.zeros((32, 32), bool)
+    mask[4:20, 6:26] = True  # 16 x 20: room for a +-3 px square
+    mask[24:26, 2:30] = True  # a 2 px strip, part of the same segment
+    sample = ImageSample(np.zeros((32, 32, 3), np.uint8), mask[None], np.array([0]), np.array([1]),
+                         np.zeros(1, bool), "margin")
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        boxes, kinds, _ = sample_prompts(sample, 1, rng, point_fraction=1.0, click_margin=3)
+        x0, y0, x1, y1 = boxes[0]
+        assert kinds[0] == POINT and mask[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))].all()
+    thin = np.zeros((32, 32), bool)
+    thin[10:12, 3:29] = True  # too thin for the margin: the clicks still land on it
+    sample = ImageSample(np.zeros((32, 32, 3), np.uint8), thin[None], np.array([0]), np.array([1]),
+                         np.zeros(1, bool), "thin")
+    for _ in range(20):
+        boxes, _, _ = sample_prompts(sample, 1, rng, point_fraction=1.0, click_margin=3)
+        assert thin[int((boxes[0, 1] + boxes[0, 3]) / 2), int((boxes[0, 0] + boxes[0, 2]) / 2)]
+
+
 def test_prompts_skip_crowd_and_stuff_when_asked() -> None:
     sample = _scene()
     sample.is_crowd[0] = True

@@ -338,6 +338,13 @@ def test_load_config_overrides_a_registered_config() -> None:
     assert CONFIGS["demo_edgenext"].iterations == 3000  # overrides never touch the registry
 
 
+def test_gpu_demo_config_trains_the_demo_architecture() -> None:
+    gpu, cpu = load_config("demo_edgenext_gpu"), load_config("demo_edgenext")
+    assert (gpu.model, gpu.model_overrides, gpu.crop_size, gpu.num_prompts) == (
+        cpu.model, cpu.model_overrides, cpu.crop_size, cpu.num_prompts)
+    assert gpu.click_margin == 3 and cpu.click_margin == 0 and gpu.synthetic != cpu.synthetic
+
+
 def test_load_config_reads_toml_with_a_base(tmp_path: Path) -> None:
     path = tmp_path / "mine.toml"
     path.write_text('base = "demo_edgenext"\niterations = 7\nscale_range = [0.8, 1.2]\n'

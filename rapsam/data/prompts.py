@@ -8,7 +8,7 @@ box (cx-3, cy-3, cx+3, cy+3) clipped to the image. Kinds: 0 = point, 1 = box, -1
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import distance_transform_edt
+from scipy.ndimage import distance_transform_edt, minimum_filter
 
 from rapsam.data.samples import ImageSample
 from rapsam.taxonomy import SHAPES, Taxonomy
@@ -52,10 +52,16 @@ def sample_prompts(
     point_fraction: float = 0.5,
     things_only: bool = False,
     box_jitter: float = 0.0,
+    click_margin: int = 0,
     taxonomy: Taxonomy = SHAPES,
 ) -> Prompts:
     """`num_prompts` prompts on distinct random segments, each a point with probability `point_fraction`
-    else a box whose edges move by up to `box_jitter` of its width/height; padded with kind -1."""
+    else a box whose edges move by up to `box_jitter` of its width/height; padded with kind -1.
+
+    A click lands on a random pixel of its segment whose square of +-`click_margin` pixels lies inside the
+    segment (the margin shrinks for segments too thin for it): with a margin of POINT_HALF_SIZE the click's
+    box covers its segment only, as a user's click (and the evaluation's centre-most click) does, rather than
+    straddling an edge where it names two segments at once."""
     h, w = sample.size
     boxes, kinds, targets = _empty(num_prompts, h, w)
     candidates = _promptable(sample, things_only, taxonomy)
@@ -64,7 +70,7 @@ def sample_prompts(
         mask = sample.masks[seg]
         targets[k] = mask
         if rng.random() < point_fraction:
-            ys, xs = np.nonzero(mask)
+            ys, xs = np.nonzero(_click_region(mask, click_margin))
             j = rng.integers(len(ys))
             boxes[k] = point_box(xs[j] + 0.5, ys[j] + 0.5, h, w)
             kinds[k] = POINT
@@ -78,6 +84,16 @@ def sample_prompts(
             boxes[k] = box
             kinds[k] = BOX
     return boxes, kinds, targets
+
+
+def _click_region(mask: np.ndarray, margin: int) -> np.ndarray:
+    """The pixels of a non-empty mask whose (2 margin + 1)-pixel square lies inside it (outside the image
+    counts as outside the mask), with the margin lowered until some pixel qualifies."""
+    for radius in range(margin, 0, -1):
+        inner = minimum_filter(mask.view(np.uint8), size=2 * radius + 1, mode="constant", cval=0).view(bool)
+        if inner.any():
+            return inner
+    return mask
 
 
 def center_point_prompts(sample: ImageSample, *, things_only: bool = False, taxonomy: Taxonomy = SHAPES) -> Prompts:

@@ -117,7 +117,8 @@ class IterationBatches(torch.utils.data.Dataset):
         return horizontal_flip(sample, rng)
 
     def _image_batch(self, samples: list[ImageSample], rngs: list[np.random.Generator]) -> ImageBatch:
-        prompts = [sample_prompts(s, self.config.num_prompts, rng, point_fraction=self.config.point_fraction)
+        prompts = [sample_prompts(s, self.config.num_prompts, rng, point_fraction=self.config.point_fraction,
+                                  click_margin=self.config.click_margin)
                    for s, rng in zip(samples, rngs)]
         return ImageBatch(
             images=torch.stack([_image_tensor(s.image) for s in samples]),
