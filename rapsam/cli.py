@@ -141,8 +141,8 @@ def convert_main(argv: list[str] | None = None) -> int:
 
 
 def _artifact_vectors(result: Any, model: str | None, weights: str | None) -> str:
-    """Test vectors of a converted artifact, from its own runtime; where that cannot run here (Core ML off
-    macOS), from the PyTorch model it was converted from, at the artifact's input size."""
+    """Test vectors of a converted artifact, from its own runtime (Core ML off macOS: the MIL reference
+    evaluator); where that cannot run here, from the PyTorch model it was converted from, at its input size."""
     import numpy as np
 
     from rapsam.convert.base import MissingBackendError

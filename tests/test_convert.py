@@ -14,7 +14,7 @@ from rapsam.cli import convert_main
 from rapsam.convert import convert
 from rapsam.convert.base import ConversionError, ConvertedFiles, MissingBackendError, get_converter
 from rapsam.convert.manifest import ManifestError, validate_manifest
-from rapsam.convert.parity import ReferenceRunner, check_parity, mask_iou, prompt_cases, worst_mask_iou
+from rapsam.convert.parity import TOLERANCES, ReferenceRunner, check_parity, mask_iou, prompt_cases, worst_mask_iou
 
 
 class PerturbedRunner(ReferenceRunner):
@@ -98,6 +98,18 @@ def test_mask_iou_and_prompt_sweep() -> None:
     assert kinds.tolist() == [[1, -1, -1, 0]] and boxes.dtype == np.float32 and kinds.dtype == np.int32
     assert (boxes[0, kinds[0] >= 0][:, 2:] <= [64 * 1.3, 48 * 1.3]).all()
 
+
+def test_fp16_mask_margin_leaves_out_only_undecided_pixels() -> None:
+    """A pixel at 0.5% of the largest |logit| flips on fp16 rounding alone: not counted under the fp16 margin;
+    an inverted decided pixel still is."""
+    margin = TOLERANCES["fp16"].mask_margin
+    ref = np.array([[[[8.0, 0.04], [-8.0, -3.0]]]])  # 0.04 / 8 = 0.5% < 2^-7
+    flipped_near_zero = ref * np.array([[[[1.0, -1.0], [1.0, 1.0]]]])
+    assert mask_iou(ref, flipped_near_zero) == pytest.approx(1 / 2)
+    assert mask_iou(ref, flipped_near_zero, margin=margin) == 1.0
+    inverted = ref * np.array([[[[1.0, 1.0], [1.0, -1.0]]]])  # -3 -> 3: decided, wrong
+    assert mask_iou(ref, inverted, margin=margin) == pytest.approx(1 / 2)
+    assert TOLERANCES["fp32"].mask_margin == 0.0
 
 def test_conversion_writes_folder_with_manifest_and_parity(tmp_path, monkeypatch) -> None:
     _use(monkeypatch, FakeConverter())

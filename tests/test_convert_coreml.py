@@ -1,7 +1,6 @@
-"""CoreML target: conversion of every entry point, the spec checks that stand in for a runtime off macOS,
-the manifest in the package metadata, deterministic bytes, options and errors.
-
-Core ML predicts only on macOS, so the numeric parity test runs there and is skipped elsewhere.
+"""CoreML target: conversion of every entry point, the spec checks, the manifest in the package metadata,
+deterministic bytes, options and errors, and numerics: off macOS through the MIL reference evaluator
+(`rapsam.convert.mil`, fp16-simulated), on macOS through Core ML checked against that evaluator.
 """
 
 from __future__ import annotations
@@ -9,21 +8,23 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("coremltools")
 
-import rapsam  # noqa: E402
-from rapsam.convert import check_artifact, convert  # noqa: E402
-from rapsam.convert import coreml  # noqa: E402
-from rapsam.convert.base import ConversionError, TargetRequest, get_converter  # noqa: E402
-from rapsam.convert.parity import check_parity  # noqa: E402
-from rapsam.export import ENTRY_POINTS, example_inputs, export_entry_point  # noqa: E402
+import rapsam
+from rapsam.convert import check_artifact, convert, coreml, mil
+from rapsam.convert.base import ConversionError, TargetRequest, get_converter
+from rapsam.convert.manifest import converted_files
+from rapsam.convert.parity import check_parity
+from rapsam.export import ENTRY_POINTS, example_inputs, export_entry_point
 
 SIZE = (64, 64)
 ON_MAC = platform.system() == "Darwin"
@@ -63,12 +64,11 @@ def test_end_to_end_writes_packages_manifest_and_parity(converted) -> None:
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         ["manifest.json", "parity.json"] + [f"{e}.mlpackage" for e in ENTRY_POINTS])
     parity = json.loads((folder / "parity.json").read_text())
-    if not ON_MAC:  # no Core ML runtime: said plainly, gated as not run
-        assert not converted.parity.ran and not parity["ran"]
-        assert converted.parity.reason.startswith("CoreML runs only on macOS: numerics not run here (spec checked:")
-        assert converted.manifest["parity"]["gate"] == "not_run"
-    else:
-        assert converted.parity.passed
+    assert converted.parity.passed and parity["ran"] and converted.manifest["parity"]["gate"] == "passed"
+    if not ON_MAC:  # the MIL reference evaluator stands in for Core ML, in fp16 as the program says
+        assert parity["runtime"].startswith("MIL reference, fp16-simulated (coremltools 9.")
+        assert {row["entry"] for row in parity["results"]} == set(ENTRY_POINTS)
+        assert parity["findings"] == []  # no op overflows, loses precision or departs from PyTorch
     manifest_text = (folder / "manifest.json").read_text()
     assert converted.manifest["precision"]["compute"] == "fp16"
     for entry in ENTRY_POINTS:
@@ -208,21 +208,112 @@ def test_converter_interface() -> None:
     assert converter.versions()["coremltools"].startswith("9.")
 
 
-@pytest.mark.skipif(ON_MAC, reason="off macOS the converter must say why numerics do not run")
-def test_open_off_macos_gives_the_reason(converted) -> None:
-    from rapsam.convert.base import ConvertedFiles
+@pytest.mark.skipif(ON_MAC, reason="off macOS the converter opens the MIL reference evaluator")
+def test_open_off_macos_is_the_mil_reference(converted, tiny_model) -> None:
+    from rapsam.convert.mil import MILRunner
 
-    files = ConvertedFiles({e: f"{e}.mlpackage" for e in ENTRY_POINTS}, {e: None for e in ENTRY_POINTS},
-                           converted.manifest["target"])
-    reason = coreml.CONVERTER.open(converted.folder, files)
+    runner = coreml.CONVERTER.open(converted.folder, converted_files(converted.manifest))
+    assert isinstance(runner, MILRunner)
+    image = example_inputs(tiny_model, "encode", input_size=SIZE)[0].numpy()
+    features = runner.run("encode", {"image": image})["features"]
+    with torch.no_grad():
+        expected = tiny_model.encode(torch.from_numpy(image)).numpy()
+    assert features.shape == expected.shape and features.dtype == np.float32
+    relative = np.abs(features - expected).max() / np.abs(expected).max()
+    assert 1e-5 < relative < 5e-3  # fp16 storage between ops: not exact, close
+
+
+@pytest.mark.skipif(ON_MAC, reason="off macOS: what parity says when the evaluator lacks an op")
+def test_an_op_the_evaluator_lacks_is_named_in_the_report(converted, monkeypatch) -> None:
+    monkeypatch.delitem(mil.OPS, "softmax")
+    reason = coreml.CONVERTER.open(converted.folder, converted_files(converted.manifest))
     assert isinstance(reason, str) and "\n" not in reason
-    assert "encode, panoptic, prompt, segment match the contract" in reason and "iOS17" in reason
+    assert "MIL ops softmax are not implemented by the reference evaluator" in reason
 
 
-@pytest.mark.skipif(ON_MAC, reason="off macOS the converter must say why numerics do not run")
-def test_check_of_a_converted_folder_reports_not_run(converted) -> None:
-    report = check_artifact(converted.folder, progress=lambda m: None)
-    assert not report.ran and report.reason.startswith("CoreML runs only on macOS")
+def test_fp32_program_matches_pytorch_through_the_evaluator(tiny_model, tmp_path) -> None:
+    request = _request(("encode", "prompt"), precision="fp32")
+    files = coreml.CONVERTER.convert(tiny_model, request, tmp_path)
+    runner = mil.MILRunner(tmp_path, files.entry_files, files.entry_methods, image_input=False)
+    report = check_parity(tiny_model, runner, target="coreml", entry_points=request.entry_points, input_size=SIZE,
+                          num_prompts=3, precision="fp32")
+    assert report.passed and report.runtime.startswith("MIL reference, fp32"), report.table()
+    assert report.findings == ()
+    worst = max(row.extra.get("relative_error", 0.0) for row in report.rows)
+    assert worst < 1e-4  # fp32 weights, fp32 arithmetic: the program is the model
+
+
+def _plant(package: Path, copy: Path, op_type: str, edit) -> str:
+    """Copy a package and change one op of its program with `edit(op, block)`; the op's output name."""
+    shutil.copytree(package, copy)
+    ct = coreml._coremltools()
+    spec = ct.utils.load_spec(str(copy))
+    block = next(iter(spec.mlProgram.functions["main"].block_specializations.values()))
+    op = next(op for op in block.operations if op.type == op_type)
+    edit(op, block)
+    (model_file,) = copy.rglob("*.mlmodel")
+    model_file.write_bytes(spec.SerializeToString())
+    return op.outputs[0].name
+
+
+def _softmax_over_another_axis(op, block) -> None:
+    axis = op.inputs["axis"].arguments[0].name
+    const = next(c for c in block.operations if c.type == "const" and c.outputs[0].name == axis)
+    const.attributes["val"].immediateValue.tensor.ints.values[0] = 1
+
+
+def test_a_planted_semantic_bug_is_caught_and_localized(converted, tiny_model, tmp_path) -> None:
+    """A softmax over the wrong axis in a copy of the prompt program: parity fails and the audit names that op."""
+    planted = _plant(converted.folder / "prompt.mlpackage", tmp_path / "prompt.mlpackage", "softmax",
+                     _softmax_over_another_axis)
+    runner = mil.MILRunner(tmp_path, {"prompt": "prompt.mlpackage"}, {"prompt": None}, image_input=False)
+    report = check_parity(tiny_model, runner, target="coreml", entry_points=("prompt",), input_size=SIZE,
+                          num_prompts=3, precision="fp16")
+    assert not report.passed
+    assert any(f.startswith(f"prompt: differs from PyTorch at softmax {planted}") for f in report.findings), report.findings
+    # the untouched program passes the same check
+    clean = mil.MILRunner(converted.folder, {"prompt": "prompt.mlpackage"}, {"prompt": None}, image_input=False)
+    assert check_parity(tiny_model, clean, target="coreml", entry_points=("prompt",), input_size=SIZE, num_prompts=3,
+                        precision="fp16").passed
+
+
+def test_the_old_hard_mask_overflows_fp16_and_the_audit_says_where(tiny_model, tmp_path, monkeypatch) -> None:
+    """The hard mask once divided by fp32's smallest normal: fine in PyTorch, inf in an fp16 Core ML program
+    (the constant rounds to an fp16 subnormal whose reciprocal overflows). The evaluator found it; this keeps
+    the finding reproducible."""
+    from rapsam.models import decoder
+
+    def old_hard_mask(mask_logits: torch.Tensor) -> torch.Tensor:
+        tiny = torch.finfo(mask_logits.dtype).tiny
+        return mask_logits.clamp(0.0, tiny) / tiny
+
+    monkeypatch.setattr(decoder, "hard_mask", old_hard_mask)
+    files = coreml.CONVERTER.convert(tiny_model, _request(("prompt",)), tmp_path)
+    runner = mil.MILRunner(tmp_path, files.entry_files, files.entry_methods, image_input=False)
+    report = check_parity(tiny_model, runner, target="coreml", entry_points=("prompt",), input_size=SIZE,
+                          num_prompts=3, precision="fp16")
+    assert not report.passed
+    overflows = [f for f in report.findings if "fp16 overflow in" in f]
+    assert overflows and overflows[0].startswith("prompt: fp16 overflow in "), report.findings
+
+
+def test_macos_runner_reports_agreement_with_the_reference(converted, tiny_model, monkeypatch) -> None:
+    """On macOS each prediction is also run through the evaluator; here a stand-in for MLModel.predict (the
+    reference's own outputs, one scaled by 1.01) shows what the report says."""
+    files = converted_files(converted.manifest)
+    reference = mil.MILRunner(converted.folder, files.entry_files, files.entry_methods, image_input=False)
+
+    class FakeModel:
+        def predict(self, feeds):
+            outputs = reference.run("encode", feeds)
+            return {"features": outputs["features"] * 1.01}
+
+    runner = coreml.CoreMLRunner(converted.folder, files, "CPU_ONLY", False, reference)
+    monkeypatch.setattr(runner, "_model", lambda entry: FakeModel())
+    image = example_inputs(tiny_model, "encode", input_size=SIZE)[0].numpy()
+    runner.run("encode", {"image": image})
+    (line,) = [line for line in runner.diagnose(tiny_model, "encode", {"image": image}, SIZE, 3) if "Core ML vs" in line]
+    assert line.startswith("Core ML vs MIL reference, encode features: relative error 0.01")
 
 
 @pytest.mark.skipif(not ON_MAC, reason="Core ML predicts only on macOS")

@@ -246,3 +246,24 @@ def test_quantizer_errors_name_the_fix(model, calibration, tmp_path) -> None:
     with pytest.raises(QuantizationError, match="same input size"):
         _quantize(model, tmp_path, "w8a8", other, entries=("encode",))
     assert not any(tmp_path.iterdir())
+
+
+def test_the_mil_reference_runs_every_scheme_close_to_fp32(model, float32, int8, palettized, w8a8) -> None:
+    """Core ML numerics of the compressed packages off macOS: the reference evaluator decompresses the stored
+    int8 / palettized weights (constexpr ops) and runs the int8 activations' quantize / dequantize pairs."""
+    from rapsam.convert.mil import MILRunner
+
+    image = np.random.default_rng(0).uniform(0, 255, (1, 3, *SIZE)).astype(np.float32)
+    with torch.no_grad():
+        expected = model.encode(torch.from_numpy(image)).numpy().ravel()
+
+    def cosine(folder: Path, files) -> float:
+        runner = MILRunner(folder, files.entry_files, files.entry_methods, image_input=False)
+        assert runner.runtime.startswith("MIL reference")
+        got = runner.run("encode", {"image": image})["features"].ravel()
+        return float(got @ expected / (np.linalg.norm(got) * np.linalg.norm(expected)))
+
+    assert cosine(*float32) > 0.99999
+    assert cosine(*int8) > 0.999
+    assert cosine(*palettized[6]) > 0.99 and cosine(*palettized[4]) > 0.9
+    assert cosine(*w8a8) > 0.99

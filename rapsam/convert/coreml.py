@@ -5,8 +5,10 @@
   (`rapsam.mlpackage`, one function per entry point; weights the entries share are stored once).
 - Precision is Core ML's compute precision (fp16 by default, as Apple's GPU and Neural Engine run it);
   inputs and outputs stay the contract's float32 / int32 either way.
-- Core ML predicts only on macOS. Elsewhere the converter checks what it can without a runtime: the saved
-  spec's input/output names, shapes and dtypes against the contract, and the specification version.
+- The saved spec's input/output names, shapes and dtypes are checked against the contract, and the
+  specification version. Core ML predicts only on macOS; elsewhere the parity checker runs the saved ML
+  Program through `rapsam.convert.mil`'s reference evaluator (fp16-simulated where the program computes in
+  fp16), and on macOS it runs both and reports how far the device is from the evaluator.
 - The bytes are deterministic: coremltools' random package identifiers, unordered protobuf maps and
   conversion date are normalised after every save (see `_normalise_package`).
 """
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 
 import rapsam
+from rapsam.convert import mil
 from rapsam.convert.base import ConversionError, ConvertedFiles, TargetRequest, package_version
 from rapsam.convert.manifest import spec_key, tensor_specs
 from rapsam.export import export_entry_point, get_entry_point
@@ -292,13 +295,16 @@ def _check_spec(ct: Any, folder: Path, entry_files: Mapping[str, str], entry_met
 class CoreMLRunner:
     """Core ML predictions through coremltools (macOS only), with the compute units of the conversion."""
 
-    def __init__(self, folder: Path, files: ConvertedFiles, compute_units: str, image_input: bool) -> None:
+    def __init__(self, folder: Path, files: ConvertedFiles, compute_units: str, image_input: bool,
+                 reference: mil.MILRunner | None = None) -> None:
         self._ct = _coremltools()
         self.runtime = f"coremltools {package_version('coremltools')} Core ML ({compute_units})"
         self._folder, self._files = folder, files
         self._units = self._ct.ComputeUnit[compute_units]
         self._image_input = image_input
         self._models: dict[str, Any] = {}
+        self.reference = reference
+        self.agreement: dict[str, float] = {}  # "entry output" -> worst relative error against the reference
 
     def _model(self, entry: str) -> Any:
         if entry not in self._models:
@@ -318,7 +324,24 @@ class CoreMLRunner:
     def run(self, entry: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         contract = get_entry_point(entry)
         outputs = self._model(entry).predict({n: self._feed(n, inputs[n]) for n in contract.inputs})
-        return {name: np.asarray(outputs[name], dtype=np.float32) for name in contract.outputs}
+        outputs = {name: np.asarray(outputs[name], dtype=np.float32) for name in contract.outputs}
+        if self.reference is not None:  # how far the device is from the MIL reference on the same inputs
+            expected = self.reference.run(entry, inputs)
+            for name, value in outputs.items():
+                error = mil.relative_error(torch.from_numpy(value), torch.from_numpy(expected[name]))
+                key = f"{entry} {name}"
+                self.agreement[key] = max(self.agreement.get(key, 0.0), error)
+        return outputs
+
+    def diagnose(self, model: RapSAM, entry: str, inputs: Mapping[str, np.ndarray], input_size: tuple[int, int],
+                 num_prompts: int) -> list[str]:
+        """The device against the MIL reference (worst relative mean error per output), then the reference's
+        own per-op audit."""
+        if self.reference is None:
+            return []
+        lines = [f"Core ML vs MIL reference, {key}: relative error {error:.3g}"
+                 for key, error in sorted(self.agreement.items()) if key.startswith(f"{entry} ")]
+        return lines + self.reference.diagnose(model, entry, inputs, input_size, num_prompts)
 
 
 # --- the converter --------------------------------------------------------------------------------------
@@ -372,13 +395,19 @@ class CoreMLConverter:
             package.user_defined_metadata[MANIFEST_KEY] = manifest
             _normalise_package(folder / name, package.get_spec())  # rewrites the spec file; weights stay
 
-    def open(self, folder: Path, files: ConvertedFiles) -> CoreMLRunner | str:
+    def open(self, folder: Path, files: ConvertedFiles) -> CoreMLRunner | mil.MILRunner | str:
+        """Off macOS the MIL reference evaluator; on macOS Core ML itself, checked against the evaluator. A
+        program the evaluator cannot run (an op it lacks) is the reason numerics were not run, naming the op."""
+        try:
+            reference: mil.MILRunner | None = mil.MILRunner(folder, files.entry_files, files.entry_methods,
+                                                            bool(files.info["image_input"]))
+        except mil.MILError as error:
+            if platform.system() != "Darwin":
+                return f"CoreML runs only on macOS, and {error}"
+            reference = None
         if platform.system() != "Darwin":
-            check = files.info.get("spec_check", {})
-            return (f"CoreML runs only on macOS: numerics not run here (spec checked: "
-                    f"{', '.join(check.get('entry_points', {}))} match the contract's names, shapes and dtypes; "
-                    f"{files.info.get('deployment_target')}, specification version {check.get('specification_version')})")
-        return CoreMLRunner(folder, files, str(files.info["compute_units"]), bool(files.info["image_input"]))
+            return reference
+        return CoreMLRunner(folder, files, str(files.info["compute_units"]), bool(files.info["image_input"]), reference)
 
 
 CONVERTER = CoreMLConverter()

@@ -210,24 +210,20 @@ class Args:
     def __contains__(self, key: str) -> bool:
         return key in self.op.inputs
 
-    def _get(self, name: str) -> Any:
-        return self._values[name]
-
     def t(self, key: str) -> torch.Tensor:
-        value = _tensor(self._get(self.op.inputs[key]))  # type: ignore[arg-type]
-        return value.float() if value.is_floating_point() else value
+        (tensor,) = self.ts(key)
+        return tensor
 
     def ts(self, key: str) -> list[torch.Tensor]:
         names = self.op.inputs[key]
-        names = names if isinstance(names, tuple) else (names,)
-        values = [_tensor(self._get(n)) for n in names]
+        values = [_tensor(self._values[n]) for n in (names if isinstance(names, tuple) else (names,))]
         return [v.float() if v.is_floating_point() else v for v in values]
 
     def v(self, key: str, default: Any = None) -> Any:
         """A parameter as Python (int, float, bool, str or a list of them); `default` when absent."""
         if key not in self.op.inputs:
             return default
-        value = self._get(self.op.inputs[key])  # type: ignore[arg-type]
+        value = self._values[self.op.inputs[key]]  # type: ignore[index]
         if isinstance(value, torch.Tensor):
             value = value.numpy()
         if isinstance(value, np.ndarray):
@@ -348,8 +344,8 @@ def _numpy(value: Any) -> np.ndarray:
 class OpFinding:
     """One op the audit flags.
 
-    kind: "overflow" (non-finite fp16 output where the fp32 shadow is finite), "precision" (the op alone, on the
-    shadow's inputs rounded as the program stores them, loses more than the limit), "drift" (the first op where
+    kind: "overflow" (the op's fp16 output is non-finite where its float32 result is finite), "precision" (the
+    op's own fp16 rounding, on the shadow's inputs as the program stores them, loses more than the limit), "drift" (the first op where
     the fp16 run departs from the shadow beyond the limit), "diverges" (the first op whose shadow value departs
     from the PyTorch node of the same name beyond the limit while its inputs agree with theirs: a semantic
     difference such as an axis, a padding or an operand order, not rounding). Errors other than overflow are
@@ -408,6 +404,9 @@ class ReferenceIndex:
     def _positions(count: int) -> torch.Tensor:
         return torch.linspace(0, count - 1, min(count, _SAMPLES)).long()
 
+    def has_shape(self, value: torch.Tensor) -> bool:
+        return tuple(value.shape) in self._by_shape
+
     def contains(self, value: torch.Tensor) -> bool:
         candidates = self._by_shape.get(tuple(value.shape))
         if not candidates or not value.is_floating_point():
@@ -425,9 +424,10 @@ def audit(function: MILFunction, inputs: Mapping[str, np.ndarray], *, precision_
           reference_limit: float = 1e-2) -> list[OpFinding]:
     """Run the program and its fp32 shadow in lockstep and flag ops (see `OpFinding`).
 
-    `reference`: the PyTorch graph's node values on the same inputs (`torch_node_values`). An op's shadow value
-    that no node holds, whose inputs all are held, and none of whose later consumers' values are held again, is
-    where the program starts to compute something else."""
+    `reference`: the PyTorch graph's node values on the same inputs (`torch_node_values`). The first op (not a
+    data move) whose inputs the graph all holds, and whose shadow value no node of its shape holds, is where
+    the program starts to compute something else. Values of shapes the graph never makes (Core ML fuses two
+    matrix products into one, say) are not judged: a semantic slip keeps the shape."""
     rounded: dict[str, Any] = dict(function.constants)
     shadow: dict[str, Any] = dict(function.constants)
     feeds = _feed(function, inputs)
@@ -438,69 +438,45 @@ def audit(function: MILFunction, inputs: Mapping[str, np.ndarray], *, precision_
     last, keep = _last_uses(function), set(function.outputs) | set(feeds)
     index = ReferenceIndex(reference, reference_limit) if reference is not None else None
     held: dict[str, bool] = {name: True for name in feeds}  # does the PyTorch graph hold this value?
-    suspects: list[int] = []
     findings: list[OpFinding] = []
-    drift_seen = False
+    drift_seen = diverged = False
     for position, op in enumerate(function.ops):
         exact = evaluate_op(op, shadow, round_to_program=False)
         fp16 = evaluate_op(op, rounded, round_to_program=True)
-        local = evaluate_op(op, _rounded_inputs(op, shadow, dtypes), round_to_program=True)
-        for var, value, run, alone in zip(op.outputs, exact, fp16, local):
+        # the op alone: its inputs as the program stores them, its output before and after its own rounding
+        unrounded = evaluate_op(op, _rounded_inputs(op, shadow, dtypes), round_to_program=False)
+        inputs_held = all(held.get(name, name in function.constants) for name in _input_names(op))
+        for var, value, run, before in zip(op.outputs, exact, fp16, unrounded):
             shadow[var.name], rounded[var.name] = value, run
             if index is not None:
-                held[var.name] = index.contains(value)
+                held[var.name] = index.contains(value) if value.is_floating_point() else inputs_held
             if var.dtype != "fp16":
                 continue
-            if not bool(torch.isfinite(alone).all()) and bool(torch.isfinite(value).all()):
-                findings.append(OpFinding("overflow", op.type, var.name, float(value.abs().max()), FP16_MAX))
+            alone = before.half()
+            if not bool(torch.isfinite(alone).all()) and bool(torch.isfinite(before).all()):
+                findings.append(OpFinding("overflow", op.type, var.name, float(before.abs().max()), FP16_MAX))
                 continue
-            loss = relative_error(alone, value)
+            loss = relative_error(alone, before)
             if loss > precision_limit:
                 findings.append(OpFinding("precision", op.type, var.name, loss, precision_limit))
             drift = relative_error(run, value)
             if not drift_seen and drift > drift_limit:
                 drift_seen = True
                 findings.append(OpFinding("drift", op.type, var.name, drift, drift_limit))
-        if index is not None and op.type not in _LAYOUT_OPS and not all(held[v.name] for v in op.outputs) \
-                and all(held.get(name, name in function.constants) for name in _input_names(op)):
-            suspects.append(position)
+        if index is not None and not diverged and op.type not in _LAYOUT_OPS and inputs_held:
+            stray = next((v for v, value in zip(op.outputs, exact)
+                          if value.is_floating_point() and index.has_shape(value) and not held[v.name]), None)
+            if stray is not None:
+                diverged = True
+                findings.append(OpFinding("diverges", op.type, stray.name, math.nan, reference_limit))
         _release(rounded, function, last, position, keep)
         _release(shadow, function, last, position, keep)
-    if index is not None:
-        finding = _first_divergence(function, suspects, held, reference_limit)
-        if finding is not None:
-            findings.append(finding)
     return findings
 
 
 def _input_names(op: MILOp) -> Iterator[str]:
     for names in op.inputs.values():
         yield from names if isinstance(names, tuple) else (names,)
-
-
-def _first_divergence(function: MILFunction, suspects: Sequence[int], held: Mapping[str, bool],
-                      limit: float) -> OpFinding | None:
-    """The first suspect none of whose consumers, direct or through other ops, PyTorch holds again."""
-    consumers: dict[str, list[MILOp]] = {}
-    for op in function.ops:
-        for name in _input_names(op):
-            consumers.setdefault(name, []).append(op)
-    for position in suspects:
-        op = function.ops[position]
-        frontier, seen, recovered = [v.name for v in op.outputs], set(), False
-        while frontier and not recovered:
-            name = frontier.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            for consumer in consumers.get(name, ()):
-                if any(held.get(v.name, False) for v in consumer.outputs):
-                    recovered = True
-                    break
-                frontier.extend(v.name for v in consumer.outputs)
-        if not recovered:
-            return OpFinding("diverges", op.type, op.outputs[0].name, math.nan, limit)
-    return None
 
 
 def _rounded_inputs(op: MILOp, shadow: Mapping[str, Any], dtypes: Mapping[str, str]) -> dict[str, Any]:
@@ -890,6 +866,8 @@ def _pad(a: Args) -> torch.Tensor:
     mode = a.v("mode", "constant")
     pairs = [pads[i: i + 2] for i in range(0, len(pads), 2)]  # leading dims first; F.pad wants the last first
     flat = [p for pair in reversed(pairs) for p in pair]
+    while len(flat) > 2 and flat[-2:] == [0, 0]:  # unpadded leading dims: torch's reflect/replicate pad the last few
+        flat = flat[:-2]
     if mode == "constant":
         return F.pad(x, flat, value=float(a.v("constant_val", 0.0)))
     torch_mode = {"reflect": "reflect", "replicate": "replicate"}.get(mode)
@@ -990,10 +968,6 @@ def _dequantize(a: Args) -> torch.Tensor:
     return (x - zero) * scale
 
 
-def supported_ops() -> list[str]:
-    return sorted(OPS)
-
-
 def iter_unsupported(function: MILFunction) -> Iterator[str]:
     return (op for op in function.op_types if op not in OPS)
 
@@ -1011,8 +985,8 @@ class MILRunner:
         self._folder, self._files, self._methods = folder, entry_files, entry_methods
         self._image_input = image_input
         self._functions: dict[str, MILFunction] = {}
-        first = self.function(next(iter(entry_files)))
-        mode = "fp16-simulated" if first.computes_fp16 else "fp32"
+        functions = [self.function(entry) for entry in entry_files]  # an op the evaluator lacks fails here
+        mode = "fp16-simulated" if any(f.computes_fp16 for f in functions) else "fp32"
         self.runtime = f"MIL reference, {mode} (coremltools {package_version('coremltools')} program, torch CPU ops)"
 
     def function(self, entry: str) -> MILFunction:
