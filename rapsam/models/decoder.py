@@ -162,7 +162,7 @@ def hard_mask_pool(mask_logits: torch.Tensor, pixels: PixelFeatures) -> torch.Te
     """Sum of the features under each query's binary mask, for mask logits (B, Q, h*w): (B, Q, C)."""
     if torch.is_grad_enabled():
         # The binary mask selects pixels and has no gradient (the official `sigmoid() > 0.5`); through the
-        # clamp, logits of exactly 0 would get a 2^14 slope, which overflowed bf16 training to inf.
+        # clamp, logits of exactly 0 would get a 2^14 slope (1/tiny before, which overflowed bf16 training).
         mask_logits = mask_logits.detach()
     return hard_mask(mask_logits) @ pixels.pixels_first
 
