@@ -20,7 +20,7 @@ import torch
 pytest.importorskip("coremltools")
 
 import rapsam
-from rapsam.convert import check_artifact, convert, coreml, mil
+from rapsam.convert import convert, coreml, mil
 from rapsam.convert.base import ConversionError, TargetRequest, get_converter
 from rapsam.convert.manifest import converted_files
 from rapsam.convert.parity import check_parity

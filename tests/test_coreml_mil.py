@@ -158,7 +158,7 @@ def _cases() -> list[Case]:
     for op, fn in (("logical_and", torch.logical_and), ("logical_or", torch.logical_or)):
         cases.append(Case(op, lambda a, b, op=op: getattr(mb, op)(x=a, y=b), fn, bools, fp16=False))
     cases.append(Case("logical_not", lambda a: mb.logical_not(x=a), torch.logical_not, bools[:1], fp16=False))
-    for op, fn in (("abs", torch.abs), ("floor", torch.floor), ("round", torch.round), ("cos", torch.cos),
+    for op, fn in (("abs", torch.abs), ("ceil", torch.ceil), ("floor", torch.floor), ("round", torch.round), ("cos", torch.cos),
                    ("sin", torch.sin), ("erf", torch.erf), ("tanh", torch.tanh), ("relu", torch.relu),
                    ("sigmoid", torch.sigmoid), ("silu", F.silu), ("relu6", F.relu6), ("identity", lambda x: x)):
         cases += _unary(op, fn)

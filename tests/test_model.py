@@ -221,19 +221,15 @@ def test_plain_conv_neck_takes_the_deformable_weights() -> None:
 
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_hard_mask_is_the_logit_threshold_outside_fp16s_subnormal_band(dtype: torch.dtype) -> None:
-    """Exact for 0 and every |logit| >= 2^-14 (fp16's smallest normal) in fp32 and fp16; logits in (0, 2^-14)
-    give a fraction, as documented, so that the fp16 Core ML program never holds an overflowing reciprocal."""
-    from rapsam.models.decoder import HARD_MASK_STEP, hard_mask
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_hard_mask_is_the_logit_threshold_for_every_float(dtype: torch.dtype) -> None:
+    from rapsam.models.decoder import hard_mask
 
     info = torch.finfo(dtype)
-    edges = torch.tensor([0.0, -0.0, HARD_MASK_STEP, -HARD_MASK_STEP, info.max, -info.max, float("inf"), float("-inf")])
-    logits = torch.cat([edges, torch.randn(10_000) * 10.0 ** torch.randint(-3, 4, (10_000,))]).to(dtype)
-    logits = logits[(logits.abs() >= HARD_MASK_STEP) | (logits == 0)]
-    assert torch.equal(hard_mask(logits), (logits > 0).to(dtype))
-    band = torch.tensor([HARD_MASK_STEP / 4, HARD_MASK_STEP / 2], dtype=dtype)
-    assert hard_mask(band).tolist() == [0.25, 0.5]
+    edges = torch.tensor([0.0, -0.0, info.tiny, -info.tiny, info.smallest_normal / 4, -info.smallest_normal / 4,
+                          info.max, -info.max, float("inf"), float("-inf")])
+    logits = torch.cat([edges, torch.randn(10_000) * 10.0 ** torch.randint(-8, 4, (10_000,))]).to(dtype)
+    assert torch.equal(hard_mask(logits), (logits > 0).to(dtype))  # subnormals included
 
 
 def test_mask_pooling_has_no_gradient_through_the_binary_mask() -> None:

@@ -526,7 +526,7 @@ def _real_div(a: Args) -> torch.Tensor:
 
 
 _UNARY: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "abs": torch.abs, "floor": torch.floor, "round": torch.round, "cos": torch.cos, "sin": torch.sin,
+    "abs": torch.abs, "ceil": torch.ceil, "floor": torch.floor, "round": torch.round, "cos": torch.cos, "sin": torch.sin,
     "erf": torch.erf, "exp": torch.exp, "sqrt": torch.sqrt, "square": torch.square, "tanh": torch.tanh,
     "relu": torch.relu, "sigmoid": torch.sigmoid, "silu": F.silu, "logical_not": torch.logical_not,
     "identity": lambda x: x, "relu6": F.relu6,

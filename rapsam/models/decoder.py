@@ -142,27 +142,22 @@ class PixelFeatures(NamedTuple):
         return masks.unflatten(-1, (self.height, self.width))
 
 
-HARD_MASK_STEP = 2.0**-14  # fp16's smallest normal number; its reciprocal, 16384, is exact in fp16
-
-
 def hard_mask(mask_logits: torch.Tensor) -> torch.Tensor:
-    """1.0 where logit > 0 (sigmoid > 0.5), else 0.0, in the logits' dtype.
+    """1.0 where logit > 0 (sigmoid > 0.5), else 0.0, in the logits' dtype, exact for every float.
 
-    Written as a clamp and a division instead of a comparison and a cast: mobile delegates (XNNPACK) run
-    both, but left `gt` + cast to ExecuTorch's slow portable kernels. Clamping first keeps every value
-    finite, so no backend can overflow by folding the scale into the preceding matrix product (ONNX
-    Runtime folds a multiply into MatMul). The step is fp16's smallest normal number, 2^-14, whatever the
-    dtype: the graph is traced in fp32, and Core ML's fp16 programs store the constant in fp16, where fp32's
-    smallest normal rounds to a subnormal whose reciprocal overflows (NaN masks; `rapsam.convert.mil` found
-    it). Logits in (0, 2^-14) give a fraction of a pixel, every other logit 0 or 1, in fp32, fp16 and bf16."""
-    return mask_logits.clamp(0.0, HARD_MASK_STEP) * (1.0 / HARD_MASK_STEP)
+    Written as a clamp to [0, 1] and a ceiling instead of a comparison and a cast: mobile delegates (XNNPACK)
+    run both, but left `gt` + cast to ExecuTorch's slow portable kernels. It holds no constant that a backend
+    could fold into the preceding matrix product (ONNX Runtime folds a multiply into MatMul) or that fp16
+    cannot hold: the former `clamp(x, 0, tiny) / tiny` stored fp32's smallest normal, which Core ML's fp16
+    programs round to a subnormal whose reciprocal overflows (NaN masks; `rapsam.convert.mil` found it)."""
+    return torch.ceil(mask_logits.clamp(0.0, 1.0))
 
 
 def hard_mask_pool(mask_logits: torch.Tensor, pixels: PixelFeatures) -> torch.Tensor:
     """Sum of the features under each query's binary mask, for mask logits (B, Q, h*w): (B, Q, C)."""
     if torch.is_grad_enabled():
         # The binary mask selects pixels and has no gradient (the official `sigmoid() > 0.5`); through the
-        # clamp, logits of exactly 0 would get a 2^14 slope (1/tiny before, which overflowed bf16 training).
+        # old clamp-and-divide, logits of exactly 0 got a 1/tiny slope, which overflowed bf16 training.
         mask_logits = mask_logits.detach()
     return hard_mask(mask_logits) @ pixels.pixels_first
 
