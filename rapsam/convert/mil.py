@@ -648,15 +648,21 @@ def _conv_padding(a: Args, x: torch.Tensor, kernel: Sequence[int], strides: Sequ
     raise MILError(f"pad_type {pad_type!r} is not one the reference evaluator knows")
 
 
+def _torch_pad(pads: Sequence[int]) -> list[int]:
+    """MIL's (begin, end) pairs, leading dim first, as F.pad takes them: last dim first."""
+    return [p for i in reversed(range(len(pads) // 2)) for p in pads[2 * i: 2 * i + 2]]
+
+
+def _strides_dilations(a: Args, spatial: int) -> tuple[list[int], list[int]]:
+    return a.v("strides", [1] * spatial), a.v("dilations", [1] * spatial)
+
+
 @_op("conv")
 def _conv(a: Args) -> torch.Tensor:
     x, weight = a.t("x"), a.t("weight")
     spatial = x.dim() - 2
-    strides = a.v("strides", [1] * spatial)
-    dilations = a.v("dilations", [1] * spatial)
-    pads = _conv_padding(a, x, weight.shape[2:], strides, dilations)
-    # F.pad takes the last dim first
-    x = F.pad(x, [p for i in reversed(range(spatial)) for p in pads[2 * i: 2 * i + 2]])
+    strides, dilations = _strides_dilations(a, spatial)
+    x = F.pad(x, _torch_pad(_conv_padding(a, x, weight.shape[2:], strides, dilations)))
     conv = (F.conv1d, F.conv2d, F.conv3d)[spatial - 1]
     return conv(x, weight, a.t("bias") if "bias" in a else None, stride=strides, dilation=dilations,
                 groups=a.v("groups", 1))
@@ -666,8 +672,7 @@ def _conv(a: Args) -> torch.Tensor:
 def _conv_transpose(a: Args) -> torch.Tensor:
     x, weight = a.t("x"), a.t("weight")
     spatial = x.dim() - 2
-    strides = a.v("strides", [1] * spatial)
-    dilations = a.v("dilations", [1] * spatial)
+    strides, dilations = _strides_dilations(a, spatial)
     groups = a.v("groups", 1)
     transpose = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[spatial - 1]
     full = transpose(x, weight, a.t("bias") if "bias" in a else None, stride=strides, dilation=dilations, groups=groups)
@@ -720,9 +725,8 @@ def _pool(a: Args, average: bool) -> torch.Tensor:
     x = a.t("x")
     kernel = a.v("kernel_sizes")
     strides = a.v("strides", [1] * len(kernel))
-    pads = _conv_padding(a, x, kernel, strides, [1] * len(kernel))
     spatial = len(kernel)
-    flat = [p for i in reversed(range(spatial)) for p in pads[2 * i: 2 * i + 2]]
+    flat = _torch_pad(_conv_padding(a, x, kernel, strides, [1] * spatial))
     if average:
         count = F.pad(torch.ones_like(x[:1, :1]), flat) if a.v("exclude_padding_from_average", False) else None
         x = F.pad(x, flat)
@@ -864,8 +868,7 @@ def _select(a: Args) -> torch.Tensor:
 def _pad(a: Args) -> torch.Tensor:
     x, pads = a.t("x"), [int(p) for p in a.v("pad")]
     mode = a.v("mode", "constant")
-    pairs = [pads[i: i + 2] for i in range(0, len(pads), 2)]  # leading dims first; F.pad wants the last first
-    flat = [p for pair in reversed(pairs) for p in pair]
+    flat = _torch_pad(pads)
     while len(flat) > 2 and flat[-2:] == [0, 0]:  # unpadded leading dims: torch's reflect/replicate pad the last few
         flat = flat[:-2]
     if mode == "constant":
