@@ -14,9 +14,13 @@ of all entries at once (one method each) -> `to_executorch` -> `model.pte`.
   `executorch_<uuid4>` inside the delegate blob.
   "mps" is refused: executorch 1.5 ships no MPS backend, and its Metal successor needs macOS to compile.
 - `strict_delegation=True` refuses a program in which a compute op would run on portable kernels. A
-  compute op is any op except data movement (views, reshapes, permutes, expands, slices, selects,
-  splits, cat, clones, dtype / dim-order copies, getitem) and tensor creation from shapes alone
-  (arange, full, zeros, ...): those cost a copy or a fill, not arithmetic.
+  compute op is any op except data movement (views, reshapes, permutes, expands, slices, selects, row
+  gathers (index_select), splits, cat, clones, dtype / dim-order copies, getitem) and tensor creation from
+  shapes alone (arange, full, zeros, ...): those cost a copy or a fill, not arithmetic.
+- fp32 on XNNPACK: LayerNorms and channel means become products with a 1/C vector
+  (`channel_means_as_products`), and the deformable convs sample by row gathers ("gather_pixels_last"),
+  so that every compute op of `encode` runs in the delegate (`segment` leaves one `amax`, the open
+  vocabulary's max over synonyms; `prompt` the padding slots' `ge` + `where`).
 - Precision: fp32 by default; fp16 computes in fp16 inside the graph (`export_entry_point(half=True)`)
   behind the contract's fp32 inputs/outputs ("coreml": Core ML's compute precision instead). XNNPACK
   takes the fp16 ops as it takes the fp32 ones; the fp32<->fp16 casts run portable, and so does LayerNorm,
@@ -33,6 +37,7 @@ of all entries at once (one method each) -> `to_executorch` -> `model.pte`.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
 from collections import Counter
@@ -46,6 +51,7 @@ import numpy as np
 
 from rapsam.convert.base import ConversionError, ConvertedFiles, TargetRequest, package_version
 from rapsam.export import export_entry_point, get_entry_point
+from rapsam.models.deform_conv import deform_sampler
 from rapsam.models.rapsam import RapSAM
 
 FILE_NAME = "model.pte"
@@ -61,6 +67,7 @@ UNAVAILABLE_BACKENDS = {
 DATA_MOVEMENT_OPS = frozenset({
     "view_copy", "reshape", "squeeze_copy", "unsqueeze_copy", "permute_copy", "transpose_copy", "t_copy",
     "expand_copy", "slice_copy", "select_copy", "split_copy", "split_with_sizes_copy", "unbind_copy", "cat",
+    "index_select",
     "clone", "_clone_dim_order", "_to_copy", "_to_dim_order_copy", "alias_copy", "getitem",
     "arange", "full", "full_like", "zeros", "zeros_like", "ones", "ones_like", "empty", "scalar_tensor",
 })
@@ -133,18 +140,24 @@ class ExecuTorchConverter:
 
 def _lower(model: RapSAM, request: TargetRequest, options: ExecuTorchOptions) -> Any:
     """All entry points as one EdgeProgramManager, one method each, lowered to the chosen backend."""
-    from executorch.exir import to_edge_transform_and_lower
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
+    xnnpack_fp32 = options.backend == "xnnpack" and request.precision == "fp32"
     programs = {}
     for entry in request.entry_points:
-        program = _export(model, entry, request, options.backend)
+        # ExecuTorch's grid_sampler_2d is a portable kernel; the pixels-last gathers leave it only row copies.
+        with deform_sampler(model, "gather_pixels_last") if xnnpack_fp32 else contextlib.nullcontext():
+            program = _export(model, entry, request, options.backend)
         # Folding turns weights sliced from packed parameters (the attention's in_proj) and the deformable
         # conv's constant sampling grid into plain constants: XNNPACK only takes linears with static weights.
-        programs[entry] = _own_storage(constant_prop_pass(program))
-    partitioner = _partitioners(options.backend, request.precision)
+        program = constant_prop_pass(program)
+        if xnnpack_fp32:
+            # After a first fold: decomposing turns the reshape of a permuted weight into clone +
+            # _unsafe_view, which constant_prop_pass leaves unfolded (and XNNPACK then refuses the linear).
+            program = constant_prop_pass(channel_means_as_products(program))
+        programs[entry] = _own_storage(program)
     try:
-        return to_edge_transform_and_lower(programs, partitioner=partitioner)
+        return lower_programs(programs, options.backend, request.precision)
     except Exception as exc:  # lowering raises many types; the first line names the op
         raise ConversionError(f"executorch could not lower {', '.join(programs)} for {options.backend}: "
                               f"{_first_line(exc)}; write that part of the model with core ATen ops "
@@ -173,6 +186,78 @@ def _export(model: RapSAM, entry: str, request: TargetRequest, backend: str) -> 
     return program
 
 
+def channel_means_as_products(program: Any) -> Any:
+    """The fp32 program with its LayerNorms, channel means and vector norms written as products with a 1/C
+    vector, so that XNNPACK runs them: it has no LayerNorm, and its mean only averages the spatial dims of a
+    4-D map. Left outside, EdgeNeXt-S's 49 LayerNorms, its channels-first norms' means and the norms of its
+    attention were 10% of `segment` in single-threaded portable kernels, and each split the delegate in two,
+    with a layout change at every cut (ETDump). The sums run in XNNPACK's fp32 GEMMs: other rounding, same
+    values to ~1e-6. Quantized programs get it after quantization, so that these products stay fp32."""
+    return program.run_decompositions(_xnnpack_fp32_decompositions())
+
+
+def _xnnpack_fp32_decompositions() -> dict[Any, Any]:
+    import torch
+
+    aten = torch.ops.aten
+    return {aten.layer_norm.default: _layer_norm_by_products, aten.mean.dim: _mean_by_products,
+            aten.linalg_vector_norm.default: _vector_norm_by_products}
+
+
+def _channel_sum(x: Any, dim: int, scale: float) -> Any:
+    """scale * x.sum(dim, keepdim=True) as a 1x1 convolution (dim 1 of a 4-D map, channels-first) or a
+    linear layer (the last dim), both with a constant weight that `constant_prop_pass` folds."""
+    import torch
+    import torch.nn.functional as F
+
+    channels = x.shape[dim]
+    if x.dim() == 4 and dim == 1:
+        return F.conv2d(x, torch.full((1, channels, 1, 1), scale, dtype=x.dtype, device=x.device))
+    return F.linear(x, torch.full((1, channels), scale, dtype=x.dtype, device=x.device))
+
+
+def _reduced_dim(x: Any, dims: Any) -> int | None:
+    """The one dim a reduction over `dims` covers, if `_channel_sum` can compute it (the last, or a 4-D
+    map's channels); else None."""
+    if dims is None or len(dims) != 1:
+        return None
+    dim = dims[0] % x.dim()
+    return dim if dim == x.dim() - 1 or (x.dim() == 4 and dim == 1) else None
+
+
+def _mean_by_products(x: Any, dims: Any, keepdim: bool = False, *, dtype: Any = None) -> Any:
+    import torch
+
+    dim = _reduced_dim(x, dims)
+    if dim is None or not keepdim or dtype is not None:
+        return torch.ops.aten.mean.dim(x, dims, keepdim, dtype=dtype)
+    return _channel_sum(x, dim, 1.0 / x.shape[dim])
+
+
+def _vector_norm_by_products(x: Any, ord: float = 2, dim: Any = None, keepdim: bool = False, *,
+                             dtype: Any = None) -> Any:
+    import torch
+
+    reduced = _reduced_dim(x, dim)
+    if ord != 2 or reduced is None or not keepdim or dtype is not None:
+        return torch.ops.aten.linalg_vector_norm.default(x, ord, dim, keepdim, dtype=dtype)
+    return torch.sqrt(_channel_sum(x * x, reduced, 1.0))
+
+
+def _layer_norm_by_products(x: Any, normalized_shape: list[int], weight: Any = None, bias: Any = None,
+                            eps: float = 1e-5, cudnn_enable: bool = True) -> Any:
+    import torch
+
+    if len(normalized_shape) != 1:
+        return torch.ops.aten.native_layer_norm.default(x, normalized_shape, weight, bias, eps)[0]
+    scale = 1.0 / x.shape[-1]
+    centred = x - _channel_sum(x, x.dim() - 1, scale)
+    out = centred * torch.rsqrt(_channel_sum(centred * centred, x.dim() - 1, scale) + eps)
+    if weight is not None:
+        out = out * weight
+    return out if bias is None else out + bias
+
+
 def _layer_norm_in_fp32(x: Any, normalized_shape: list[int], weight: Any = None, bias: Any = None,
                         eps: float = 1e-5, cudnn_enable: bool = True) -> Any:
     """LayerNorm of an fp16 graph computed in fp32, as ATen does it. XNNPACK has no LayerNorm, and the fp16
@@ -182,6 +267,21 @@ def _layer_norm_in_fp32(x: Any, normalized_shape: list[int], weight: Any = None,
 
     weight, bias = (None if t is None else t.float() for t in (weight, bias))
     return torch.ops.aten.native_layer_norm.default(x.float(), normalized_shape, weight, bias, eps)[0].to(x.dtype)
+
+
+def lower_programs(programs: dict[str, Any], backend: str, precision: str) -> Any:
+    """Exported programs -> one EdgeProgramManager, partitioned for `backend`, with the backend's own edge passes
+    (XNNPACK's drops the same-shape `expand_copy` that every batched matmul decomposes into: left outside the
+    delegate, those copies of the decoder's 16 MB pixel maps were 12% of `segment`, per ETDump)."""
+    from executorch.exir import to_edge_transform_and_lower
+
+    passes = None
+    if backend == "xnnpack":
+        from executorch.backends.xnnpack.utils.configs import get_transform_passes
+
+        passes = get_transform_passes()
+    return to_edge_transform_and_lower(programs, transform_passes=passes,
+                                       partitioner=_partitioners(backend, precision))
 
 
 def _partitioners(backend: str, precision: str) -> list[Any]:

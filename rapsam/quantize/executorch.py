@@ -72,7 +72,8 @@ class ExecuTorchQuantizer:
         for entry in request.entry_points:
             feeds = _feeds(model, request, entry, scheme, calibration)
             programs[entry] = quantize_program(model, entry, request, _quantizer(scheme, kept), feeds, scheme)
-        programs = {entry: _fold_constants(program) for entry, program in programs.items()}
+        programs = {entry: _fold_constants(float_converter.channel_means_as_products(program))
+                    for entry, program in programs.items()}
         quantized_ops = {entry: _quantized_ops(program) for entry, program in programs.items()}
         edge = _lower(programs)
         delegation = {entry: float_converter._delegation(edge.exported_program(entry))
@@ -208,11 +209,8 @@ def _fold_constants(program: Any) -> Any:
 
 def _lower(programs: Mapping[str, Any]) -> Any:
     """All entries as one EdgeProgramManager lowered to XNNPACK, as the float converter lowers them."""
-    from executorch.exir import to_edge_transform_and_lower
-
     try:
-        return to_edge_transform_and_lower(dict(programs),
-                                           partitioner=float_converter._partitioners("xnnpack", "fp32"))
+        return float_converter.lower_programs(dict(programs), "xnnpack", "fp32")
     except Exception as exc:  # lowering raises many types; the first line names the op
         raise QuantizationError(f"executorch could not lower quantized {', '.join(programs)} for xnnpack: "
                                 f"{float_converter._first_line(exc)}") from exc
