@@ -27,6 +27,7 @@ from rapsam.convert.executorch import (
     CONVERTER,
     FILE_NAME,
     ExecuTorchRunner,
+    channel_means_as_products,
     compute_ops,
     read_manifest,
     with_constant_method,
@@ -101,6 +102,33 @@ def test_delegation_report_names_what_runs_on_portable_kernels(converted) -> Non
     # folded weights: every linear and conv went to XNNPACK, none stayed as addmm / convolution
     assert not any("addmm" in op or "convolution" in op for ops in info["non_delegated_ops"].values() for op in ops)
     assert info["delegated_nodes"]["encode"] > 100 and info["delegate_calls"]["prompt"] > 1
+
+
+class _Norms(torch.nn.Module):
+    """Every reduction `channel_means_as_products` rewrites, and one it must leave alone (spatial mean)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(6)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        channels_first = x.mean(1, keepdim=True)
+        return (self.norm(x.permute(0, 2, 3, 1)), channels_first, (x - channels_first).pow(2).mean(1, keepdim=True),
+                torch.linalg.vector_norm(x, dim=-1, keepdim=True), x.mean(-1), x.mean((2, 3), keepdim=True))
+
+
+def test_channel_means_become_products_with_the_same_values() -> None:
+    module = _Norms().eval()
+    torch.nn.init.normal_(module.norm.weight)
+    torch.nn.init.normal_(module.norm.bias)
+    x = torch.randn(2, 6, 5, 7) * 3 + 1
+    program = channel_means_as_products(torch.export.export(module, (x,)))
+    targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+    assert not [t for t in targets if "layer_norm" in t or "vector_norm" in t]
+    assert targets.count("aten.mean.dim") == 1  # the spatial mean, which XNNPACK takes as it is
+    assert targets.count("aten.conv2d.default") == 2 and targets.count("aten.linear.default") == 4
+    for got, want in zip(program.module()(x), module(x), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_option_errors_name_the_fix(tiny_model, tmp_path: Path) -> None:

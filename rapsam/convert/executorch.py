@@ -229,9 +229,10 @@ def _mean_by_products(x: Any, dims: Any, keepdim: bool = False, *, dtype: Any = 
     import torch
 
     dim = _reduced_dim(x, dims)
-    if dim is None or not keepdim or dtype is not None:
-        return torch.ops.aten.mean.dim(x, dims, keepdim, dtype=dtype)
-    return _channel_sum(x, dim, 1.0 / x.shape[dim])
+    if dim is None or dtype is not None:
+        return NotImplemented  # keep the op (calling it here would decompose it again, forever)
+    mean = _channel_sum(x, dim, 1.0 / x.shape[dim])
+    return mean if keepdim else mean.squeeze(dim)
 
 
 def _vector_norm_by_products(x: Any, ord: float = 2, dim: Any = None, keepdim: bool = False, *,
@@ -240,7 +241,7 @@ def _vector_norm_by_products(x: Any, ord: float = 2, dim: Any = None, keepdim: b
 
     reduced = _reduced_dim(x, dim)
     if ord != 2 or reduced is None or not keepdim or dtype is not None:
-        return torch.ops.aten.linalg_vector_norm.default(x, ord, dim, keepdim, dtype=dtype)
+        return NotImplemented
     return torch.sqrt(_channel_sum(x * x, reduced, 1.0))
 
 
