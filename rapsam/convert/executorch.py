@@ -226,8 +226,6 @@ def _reduced_dim(x: Any, dims: Any) -> int | None:
 
 
 def _mean_by_products(x: Any, dims: Any, keepdim: bool = False, *, dtype: Any = None) -> Any:
-    import torch
-
     dim = _reduced_dim(x, dims)
     if dim is None or dtype is not None:
         return NotImplemented  # keep the op (calling it here would decompose it again, forever)

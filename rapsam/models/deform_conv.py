@@ -74,29 +74,41 @@ def _grid_sample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> tor
 
 
 def _gather_sample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """`_grid_sample` as four gathers of whole channel vectors, with the index arithmetic done once per
-    sampling point instead of once per channel, and validity as clamps instead of comparisons: for
+    """`_grid_sample` as four gathers (`_bilinear_corners`), each reading one scalar per channel: for
     runtimes whose grid_sample lowering is slow (litert-torch emits ~170 M element-wise ops outside
     XNNPACK for the neck of rapsam_edgenext_s at 512x512; this needs ~4 M)."""
     groups_batch, channels, height, width = x.shape
     points, out_h, out_w = rows.shape[1:]
     rows, cols = rows.reshape(groups_batch, -1), cols.reshape(groups_batch, -1)  # (N, L)
-    top, left = rows.floor(), cols.floor()
-    frac_y, frac_x = rows - top, cols - left
     # (C, N*H*W): one index_select per corner serves every batch element and channel.
     table = x.reshape(groups_batch, channels, height * width).transpose(0, 1).reshape(channels, -1)
     base = (torch.arange(groups_batch, dtype=x.dtype, device=x.device) * (height * width)).view(-1, 1)
     out = torch.zeros((), dtype=x.dtype, device=x.device)
+    for flat, corner_weight in _bilinear_corners(rows, cols, height, width, base):
+        values = table.index_select(1, flat.reshape(-1).to(torch.int32))  # (C, N*L)
+        values = values.reshape(channels, groups_batch, -1).transpose(0, 1)  # (N, C, L)
+        out = out + values * corner_weight.unsqueeze(1)
+    return out.reshape(groups_batch, channels, points * out_h, out_w)
+
+
+def _bilinear_corners(
+    rows: torch.Tensor, cols: torch.Tensor, height: int, width: int, base: torch.Tensor
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The four bilinear corners of sampling points at pixel rows / cols of an H x W map: for each, the flat
+    index into a (batch*H*W) table (a float, `base` added: each batch element's offset) and the corner's
+    weight, 0 where the corner lies outside the map. Validity is clamps, not comparisons, so that mobile
+    delegates (XNNPACK) run all of it; the index arithmetic runs once per sampling point, not per channel."""
+    top, left = rows.floor(), cols.floor()
+    frac_y, frac_x = rows - top, cols - left
+    corners = []
     for corner_y, weight_y in ((top, 1.0 - frac_y), (top + 1.0, frac_y)):
         # 1 where 0 <= row <= H-1 (rows are integers here), else 0.
         inside_y = (corner_y + 1.0).clamp(0.0, 1.0) * (height - corner_y).clamp(0.0, 1.0)
         for corner_x, weight_x in ((left, 1.0 - frac_x), (left + 1.0, frac_x)):
             inside = inside_y * (corner_x + 1.0).clamp(0.0, 1.0) * (width - corner_x).clamp(0.0, 1.0)
             flat = corner_y.clamp(0.0, height - 1.0) * width + corner_x.clamp(0.0, width - 1.0) + base
-            values = table.index_select(1, flat.reshape(-1).to(torch.int32))  # (C, N*L)
-            values = values.reshape(channels, groups_batch, -1).transpose(0, 1)  # (N, C, L)
-            out = out + values * (weight_y * weight_x * inside).unsqueeze(1)
-    return out.reshape(groups_batch, channels, points * out_h, out_w)
+            corners.append((flat, weight_y * weight_x * inside))
+    return corners
 
 
 def _deform_conv_pixels_last(
@@ -106,8 +118,7 @@ def _deform_conv_pixels_last(
     """The whole modulated deformable conv (one group, one deformable group) with the pixels last: each
     bilinear corner is one `index_select` of whole channel vectors, contiguous rows of a (B*H*W, C) table,
     and the modulated samples of every kernel point form one (B*Ho*Wo, kh*kw*C) matrix for a single matmul
-    with the weight. Validity is clamps, not comparisons, and the index arithmetic runs once per sampling
-    point, so that mobile delegates (XNNPACK) run all of it but the row copies.
+    with the weight; mobile delegates (XNNPACK) run all of it but the row copies.
     For GPUs under torch.compile, which fuses the four gathers, their weights and the modulation into one
     kernel, and for ExecuTorch, whose portable `grid_sampler_2d` reads one scalar per channel and sample
     (34 ms of EdgeNeXt-S's `segment` at 512x512 against 3 ms for these row copies, ETDump).
@@ -118,19 +129,11 @@ def _deform_conv_pixels_last(
     # Positions in float32: fp16 holds integers exactly only up to 2048, and flat indices go far beyond.
     rows, cols = rows.permute(0, 2, 3, 1).float(), cols.permute(0, 2, 3, 1).float()  # (B, Ho, Wo, P)
     modulation = mask.permute(0, 2, 3, 1).float()
-    top, left = rows.floor(), cols.floor()
-    frac_y, frac_x = rows - top, cols - left
     base = (torch.arange(batch, dtype=torch.float32, device=x.device) * (height * width)).view(-1, 1, 1, 1)
     columns = torch.zeros((), dtype=x.dtype, device=x.device)
-    for corner_y, weight_y in ((top, 1.0 - frac_y), (top + 1.0, frac_y)):
-        # 1 where 0 <= row <= H-1 (rows are integers here), else 0.
-        inside_y = (corner_y + 1.0).clamp(0.0, 1.0) * (height - corner_y).clamp(0.0, 1.0)
-        for corner_x, weight_x in ((left, 1.0 - frac_x), (left + 1.0, frac_x)):
-            inside = inside_y * (corner_x + 1.0).clamp(0.0, 1.0) * (width - corner_x).clamp(0.0, 1.0)
-            flat = corner_y.clamp(0.0, height - 1.0) * width + corner_x.clamp(0.0, width - 1.0) + base
-            values = table.index_select(0, flat.reshape(-1).to(torch.int32))  # (B*Ho*Wo*P, C)
-            scale = (weight_y * weight_x * modulation * inside).to(x.dtype).reshape(-1, 1)
-            columns = columns + values * scale
+    for flat, corner_weight in _bilinear_corners(rows, cols, height, width, base):
+        values = table.index_select(0, flat.reshape(-1).to(torch.int32))  # (B*Ho*Wo*P, C)
+        columns = columns + values * (corner_weight * modulation).to(x.dtype).reshape(-1, 1)
     kernel = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], points * channels)  # kernel point, then channel
     out = F.linear(columns.reshape(batch * out_h * out_w, points * channels), kernel, bias)
     return out.view(batch, out_h, out_w, -1).permute(0, 3, 1, 2)
