@@ -148,12 +148,41 @@ def test_static_encode_is_int8_smaller_and_close(model, calibration, test_inputs
     assert ops["quantized_decomposed.dequantize_per_channel.default"] > 10
     assert ops["quantized_decomposed.quantize_per_tensor.default"] > 10
     assert not [op for op in files.info["non_delegated_ops"]["encode"] if "quantize" in op]
+    # The deformable convs sample by row gathers, as in the fp32 program: no portable grid_sampler_2d.
+    assert "aten.index_select.default" in files.info["non_delegated_ops"]["encode"]
+    assert not [op for op in files.info["non_delegated_ops"]["encode"] if "grid_sampler" in op]
     # measured: 146 KB int8 vs 289 KB fp32 (the tiny model's XNNPACK graphs weigh as much as its weights)
     int8_bytes, fp32_bytes = (tmp_path / "int8" / FILE_NAME).read_bytes(), (tmp_path / "fp32" / FILE_NAME).read_bytes()
     assert len(int8_bytes) < 0.7 * len(fp32_bytes)
     # measured: cosine 0.9999 to the PyTorch features (median of four images outside the calibration set)
     assert _similarity(model, tmp_path / "int8", files, test_inputs)["encode"]["features"] > 0.99
     assert _similarity(model, tmp_path / "fp32", fp32, test_inputs)["encode"]["features"] > 0.99999
+
+
+def test_deformable_convs_quantize_their_weight_product_only() -> None:
+    """Sampling positions and flat row indices are coordinates: one int8 scale per tensor would move them."""
+    from rapsam.models.deform_conv import ModulatedDeformConv2d, deform_sampler
+    from rapsam.quantize.executorch import _Quantizable
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.offset = torch.nn.Conv2d(8, 27, 3, padding=1)
+            self.deform = ModulatedDeformConv2d(8, 8, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            offset_y_x, mask = self.offset(x).split([18, 9], dim=1)
+            return self.deform(x + 1.0, offset_y_x, mask.sigmoid())
+
+    block = Block().eval()
+    with deform_sampler(block, "gather_pixels_last"):
+        graph = torch.export.export(block, (torch.rand(1, 8, 6, 6),), strict=False).module()
+    quantizable = _Quantizable(set())
+    nodes = [node for node in graph.graph.nodes if node.op == "call_function"]
+    inside = [node for node in nodes if any(path == "deform" for path, _ in node.meta["nn_module_stack"].values())]
+    assert {"aten.floor.default", "aten.mul.Tensor", "aten.index_select.default"} <= {str(n.target) for n in inside}
+    assert [str(node.target) for node in inside if quantizable(node)] == ["aten.linear.default"]
+    assert all(quantizable(node) for node in nodes if node not in inside)  # offset conv, split, add, sigmoid
 
 
 # --- slow ----------------------------------------------------------------------------------------------

@@ -19,12 +19,14 @@ checkpoint keys `...weight` / `...bias` load unchanged:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from rapsam.models.switches import set_on_modules, switched
 
 
 def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
@@ -83,12 +85,18 @@ def _gather_sample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> t
     # (C, N*H*W): one index_select per corner serves every batch element and channel.
     table = x.reshape(groups_batch, channels, height * width).transpose(0, 1).reshape(channels, -1)
     base = (torch.arange(groups_batch, dtype=x.dtype, device=x.device) * (height * width)).view(-1, 1)
-    out = torch.zeros((), dtype=x.dtype, device=x.device)
+    terms = []
     for flat, corner_weight in _bilinear_corners(rows, cols, height, width, base):
         values = table.index_select(1, flat.reshape(-1).to(torch.int32))  # (C, N*L)
         values = values.reshape(channels, groups_batch, -1).transpose(0, 1)  # (N, C, L)
-        out = out + values * corner_weight.unsqueeze(1)
-    return out.reshape(groups_batch, channels, points * out_h, out_w)
+        terms.append(values * corner_weight.unsqueeze(1))
+    return _sum(terms).reshape(groups_batch, channels, points * out_h, out_w)
+
+
+def _sum(terms: list[torch.Tensor]) -> torch.Tensor:
+    """The terms added in order, without a zero to start from: a 0-dim constant operand is one more op, and
+    a quantizer that annotates the add quantizes it (XNNPACK's layout pass then fails on the 0-dim input)."""
+    return functools.reduce(torch.add, terms)
 
 
 def _bilinear_corners(
@@ -130,10 +138,10 @@ def _deform_conv_pixels_last(
     rows, cols = rows.permute(0, 2, 3, 1).float(), cols.permute(0, 2, 3, 1).float()  # (B, Ho, Wo, P)
     modulation = mask.permute(0, 2, 3, 1).float()
     base = (torch.arange(batch, dtype=torch.float32, device=x.device) * (height * width)).view(-1, 1, 1, 1)
-    columns = torch.zeros((), dtype=x.dtype, device=x.device)
-    for flat, corner_weight in _bilinear_corners(rows, cols, height, width, base):
-        values = table.index_select(0, flat.reshape(-1).to(torch.int32))  # (B*Ho*Wo*P, C)
-        columns = columns + values * (corner_weight * modulation).to(x.dtype).reshape(-1, 1)
+    columns = _sum([
+        table.index_select(0, flat.reshape(-1).to(torch.int32)) * (corner_weight * modulation).to(x.dtype).reshape(-1, 1)
+        for flat, corner_weight in _bilinear_corners(rows, cols, height, width, base)
+    ])  # (B*Ho*Wo*P, C)
     kernel = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], points * channels)  # kernel point, then channel
     out = F.linear(columns.reshape(batch * out_h * out_w, points * channels), kernel, bias)
     return out.view(batch, out_h, out_w, -1).permute(0, 3, 1, 2)
@@ -271,22 +279,9 @@ class ModulatedDeformConv2d(nn.Module):
 def set_deform_sampler(model: nn.Module, sampler: str) -> list[str]:
     """Every ModulatedDeformConv2d of `model` samples with `sampler` from now on (same values, another op
     sequence for a compiler to lower); returns the samplers they had."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; valid: {', '.join(SAMPLERS)}")
-    convs = [m for m in model.modules() if isinstance(m, ModulatedDeformConv2d)]
-    previous = [m.sampler for m in convs]
-    for conv in convs:
-        conv.sampler = sampler
-    return previous
+    return set_on_modules(model, ModulatedDeformConv2d, "sampler", sampler, SAMPLERS)
 
 
-@contextlib.contextmanager
-def deform_sampler(model: nn.Module, sampler: str) -> Iterator[None]:
+def deform_sampler(model: nn.Module, sampler: str) -> contextlib.AbstractContextManager[None]:
     """`set_deform_sampler` inside the block only."""
-    previous = set_deform_sampler(model, sampler)
-    try:
-        yield
-    finally:
-        convs = [m for m in model.modules() if isinstance(m, ModulatedDeformConv2d)]
-        for conv, old in zip(convs, previous):
-            conv.sampler = old
+    return switched(model, ModulatedDeformConv2d, "sampler", sampler, SAMPLERS)

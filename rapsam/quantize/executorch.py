@@ -35,6 +35,7 @@ from typing import Any
 from rapsam.convert import executorch as float_converter
 from rapsam.convert.base import ConvertedFiles, TargetRequest
 from rapsam.export import example_inputs, get_entry_point
+from rapsam.models.deform_conv import deform_sampler
 from rapsam.models.rapsam import RapSAM
 from rapsam.quantize.base import (
     Calibration,
@@ -71,7 +72,9 @@ class ExecuTorchQuantizer:
         programs = {}
         for entry in request.entry_points:
             feeds = _feeds(model, request, entry, scheme, calibration)
-            programs[entry] = quantize_program(model, entry, request, _quantizer(scheme, kept), feeds, scheme)
+            # The float converter's row-gather sampler: ExecuTorch's grid_sampler_2d is a portable kernel.
+            with deform_sampler(model, "gather_pixels_last"):
+                programs[entry] = quantize_program(model, entry, request, _quantizer(scheme, kept), feeds, scheme)
         programs = {entry: _fold_constants(float_converter.channel_means_as_products(program))
                     for entry, program in programs.items()}
         quantized_ops = {entry: _quantized_ops(program) for entry, program in programs.items()}
@@ -153,9 +156,16 @@ def _min_max_activations(config: Any) -> Any:
     return replace(config, input_activation=activations, output_activation=activations)
 
 
+# Inside a deformable conv only its weight product is int8: the rest computes sampling positions, flat row
+# indices (up to B*H*W) and bilinear weights, coordinates that one int8 scale per tensor would move by whole
+# pixels or rows.
+_DEFORM_CONV = "ModulatedDeformConv2d"
+_WEIGHT_PRODUCTS = frozenset({"aten.linear.default", "aten.conv2d.default"})
+
+
 class _Quantizable:
-    """The quantizer's node filter: false for ops traced inside a kept module (graph names), and for ops
-    computed from constants alone.
+    """The quantizer's node filter: false for ops traced inside a kept module (graph names), for the sampling
+    arithmetic of the deformable convs, and for ops computed from constants alone.
 
     Constant ops (a linear of the query embeddings, say) cost nothing at run time once folded, but
     quantized they keep their dequantize / choose_qparams in the graph, which constant folding must not
@@ -174,8 +184,10 @@ class _Quantizable:
             self._scan(node.graph)  # annotation inserts nodes (scalars as attributes): look again
         if self.constant[node]:
             return False
-        stack = node.meta.get("nn_module_stack", {})
-        return not any(path in self.kept for path, _ in stack.values())
+        stack = node.meta.get("nn_module_stack", {}).values()
+        if str(node.target) not in _WEIGHT_PRODUCTS and any(str(kind).endswith(_DEFORM_CONV) for _, kind in stack):
+            return False
+        return not any(path in self.kept for path, _ in stack)
 
     def _scan(self, graph: Any) -> None:
         for node in graph.nodes:  # topological order: inputs are known before their users
