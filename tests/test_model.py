@@ -244,3 +244,25 @@ def test_mask_pooling_has_no_gradient_through_the_binary_mask() -> None:
     (pooled.float() * 1e3).sum().backward()
     assert logits.grad is None
     assert torch.isfinite(features.grad).all() and features.grad.flatten(2)[0, :, 1].eq(1e3).all()
+
+
+def test_both_poolings_give_the_same_sums_and_the_switch_is_scoped() -> None:
+    from rapsam.models.decoder import PixelFeatures
+    from rapsam.models.head import pixel_pooling
+
+    features, weights = torch.randn(2, 8, 3, 5), torch.rand(2, 4, 15)
+    by_matmul = PixelFeatures.of(features).pool(weights)
+    torch.testing.assert_close(PixelFeatures.of(features, "transposed_product").pool(weights), by_matmul)
+    torch.testing.assert_close(by_matmul, torch.einsum("bqp,bcp->bqc", weights, features.flatten(2)))
+    model = rapsam.build_model("rapsam_tiny").eval()
+    image = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        expected = model.segment_logits(image)
+        with pixel_pooling(model, "transposed_product"):
+            assert model.panoptic_head.pooling == "transposed_product"
+            switched = model.segment_logits(image)
+    assert model.panoptic_head.pooling == "matmul"
+    for got, want in zip(switched, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown pooling 'sum'; valid: matmul, transposed_product"):
+        pixel_pooling(model, "sum").__enter__()

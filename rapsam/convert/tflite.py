@@ -28,6 +28,7 @@ from torch.fx.node import map_arg
 from rapsam.convert.base import ConversionError, ConvertedFiles, TargetRequest, package_version
 from rapsam.export import example_inputs, export_entry_point, get_entry_point
 from rapsam.models.deform_conv import deform_sampler
+from rapsam.models.head import pixel_pooling
 from rapsam.models.rapsam import RapSAM
 
 MODEL_FILE = "model.tflite"
@@ -56,8 +57,9 @@ class TFLiteConverter:
 
         converter = litert_torch.Converter()
         # litert-torch lowers grid_sample with per-channel index arithmetic outside XNNPACK (most of
-        # `encode`'s time): the deformable convs sample by gathers here, to the same values.
-        with deform_sampler(model, "gather"):
+        # `encode`'s time): the deformable convs sample by gathers here, to the same values; and the mask
+        # pooling is a BATCH_MATMUL instead of a FULLY_CONNECTED with the features as its weights.
+        with deform_sampler(model, "gather"), pixel_pooling(model, "transposed_product"):
             for entry in request.entry_points:
                 module, sample = _contract_module(model, entry, request)
                 converter.signature(entry, module, sample_kwargs=sample)

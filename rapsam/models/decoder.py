@@ -116,27 +116,47 @@ def open_vocab_logits(embedding: torch.Tensor, class_embed: torch.Tensor) -> tor
     """Cosine between each query embedding (B, Q, E) and the text prototypes (E, C+1, P), best prototype
     per class, times CLIP's logit scale. The no-object column is a zero vector, so its logit is 0."""
     cosine = torch.einsum("bqe,ecp->bqcp", F.normalize(embedding, dim=-1), class_embed)
-    return OPEN_VOCAB_LOGIT_SCALE * cosine.amax(dim=-1)  # (B, Q, C+1)
+    # One prototype (every shipped classifier) needs no max: amax is a portable kernel in ExecuTorch.
+    best = cosine.squeeze(-1) if cosine.shape[-1] == 1 else cosine.amax(dim=-1)
+    return OPEN_VOCAB_LOGIT_SCALE * best  # (B, Q, C+1)
+
+
+POOLINGS = ("matmul", "transposed_product")
 
 
 class PixelFeatures(NamedTuple):
     """F (B, C, h, w) laid out once per image for every mask product of the decoder: plain matrix products
     on these run at the backends' GEMM speed, where an einsum on the 4-D map did not (ONNX Runtime spent a
-    third of `segment` in Einsum)."""
+    third of `segment` in Einsum).
+
+    `pooling` says how masks pool the features (same values): "matmul", masks @ F laid out pixels-first;
+    "transposed_product", one batched product with the channels-first F as its transposed operand, for the
+    TFLite converter, which turns the former into a FULLY_CONNECTED whose weights are the features
+    (repacked on every call: 37 ms of 47 per decoder stage for EdgeNeXt-S at 512x512 in LiteRT, against
+    a BATCH_MATMUL at the speed of the mask product Q.F)."""
 
     channels_first: torch.Tensor  # (B, C, h*w), for masks = Q . F
     pixels_first: torch.Tensor  # (B, h*w, C), for pooling and the prompt adapter's keys
     height: int
     width: int
+    pooling: str = "matmul"
 
     @classmethod
-    def of(cls, features: torch.Tensor) -> PixelFeatures:
+    def of(cls, features: torch.Tensor, pooling: str = "matmul") -> PixelFeatures:
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
         flat = features.flatten(2)
-        return cls(flat, flat.transpose(1, 2), features.shape[-2], features.shape[-1])
+        return cls(flat, flat.transpose(1, 2), features.shape[-2], features.shape[-1], pooling)
 
     def masks(self, kernels: torch.Tensor) -> torch.Tensor:
         """Mask logits of kernels (B, Q, C): (B, Q, h*w)."""
         return kernels @ self.channels_first
+
+    def pool(self, weights: torch.Tensor) -> torch.Tensor:
+        """Per-query sums of the features weighted by weights (B, Q, h*w): (B, Q, C)."""
+        if self.pooling == "transposed_product":
+            return torch.einsum("bqp,bcp->bqc", weights, self.channels_first)
+        return weights @ self.pixels_first
 
     def unflatten(self, masks: torch.Tensor) -> torch.Tensor:
         return masks.unflatten(-1, (self.height, self.width))
@@ -159,7 +179,7 @@ def hard_mask_pool(mask_logits: torch.Tensor, pixels: PixelFeatures) -> torch.Te
         # The binary mask selects pixels and has no gradient (the official `sigmoid() > 0.5`); through the
         # old clamp-and-divide, logits of exactly 0 got a 1/tiny slope, which overflowed bf16 training.
         mask_logits = mask_logits.detach()
-    return hard_mask(mask_logits) @ pixels.pixels_first
+    return pixels.pool(hard_mask(mask_logits))
 
 
 class CrossAttenHead(nn.Module):

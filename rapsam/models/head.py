@@ -5,6 +5,7 @@ for prompts). Names follow `seg/models/heads/rapsam_head.py` and `mask2former_vi
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import NamedTuple
 
@@ -13,6 +14,7 @@ from torch import nn
 
 from rapsam.models.decoder import (
     MASKED_LOGIT,
+    POOLINGS,
     CrossAttenHead,
     KernelUpdator,
     MultiheadAttention,
@@ -20,6 +22,7 @@ from rapsam.models.decoder import (
     hard_mask_pool,
     open_vocab_logits,
 )
+from rapsam.models.switches import switched
 
 POINT, BOX, PADDING = 0, 1, -1
 
@@ -89,6 +92,7 @@ class RapSAMHead(nn.Module):
         super().__init__()
         self.temperature = temperature
         self.clicks_as_boxes = clicks_as_boxes
+        self.pooling = "matmul"  # a converter may switch it for its runtime: see `pixel_pooling`
         self.mask_tokens = nn.Embedding(1, channels)
         self.pb_embedding = nn.Embedding(2, channels)
         self.pos_linear = nn.Linear(2 * channels, channels)
@@ -126,7 +130,7 @@ class RapSAMHead(nn.Module):
         self, features: torch.Tensor, kernels: torch.Tensor, attn_bias: torch.Tensor | None
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """The shared decoder: per-stage class logits, mask logits (B, Q, h, w) and IoU, and the final kernels."""
-        pixels = PixelFeatures.of(features)
+        pixels = PixelFeatures.of(features, self.pooling)
         class_logits, masks, ious, kernels = self._decode(pixels, kernels, attn_bias)
         return class_logits, [pixels.unflatten(m) for m in masks], ious, kernels
 
@@ -150,7 +154,7 @@ class RapSAMHead(nn.Module):
     def panoptic_stages(self, features: torch.Tensor) -> StageOutputs:
         """Every supervised output: each decoder stage, then the object adapter (the inference output)."""
         batch = features.shape[0]
-        pixels = PixelFeatures.of(features)
+        pixels = PixelFeatures.of(features, self.pooling)
         kernels = self.kernels.weight.unsqueeze(0).expand(batch, -1, -1)
         class_logits, all_masks, _, kernels = self._decode(pixels, kernels, None)
         # Object adapter: pooling + dynamic conv on the last stage's masks.
@@ -182,11 +186,13 @@ class RapSAMHead(nn.Module):
         independent of the others and padded slots change nothing; their outputs are blanked.
         """
         outputs = self.prompt_stages(features, boxes, kinds)
-        valid = kinds >= 0
-        mask_logits = outputs.mask_logits[-1]
-        mask_logits = torch.where(valid[..., None, None], mask_logits, torch.full_like(mask_logits, MASKED_LOGIT))
         assert outputs.iou is not None
-        return mask_logits, torch.where(valid, outputs.iou, torch.zeros_like(outputs.iou))
+        # Blanking as products, exact for finite logits: a `where` on the (B, K, h, w) masks was left to
+        # ExecuTorch's portable kernels; now only the (B, K) comparison of the integer kinds is.
+        valid = (kinds >= 0).to(outputs.iou.dtype)
+        masks_valid = valid[..., None, None]
+        mask_logits = outputs.mask_logits[-1] * masks_valid + (1.0 - masks_valid) * MASKED_LOGIT
+        return mask_logits, outputs.iou * valid
 
     def prompt_stages(self, features: torch.Tensor, boxes: torch.Tensor, kinds: torch.Tensor) -> StageOutputs:
         """Every supervised prompt output: each decoder stage's masks, then the prompt adapter's masks and IoU;
@@ -196,10 +202,15 @@ class RapSAMHead(nn.Module):
         num_prompts = kernels.shape[1]
         eye = torch.eye(num_prompts, dtype=features.dtype, device=features.device)
         attn_bias = (1 - eye) * MASKED_LOGIT
-        pixels = PixelFeatures.of(features)
+        pixels = PixelFeatures.of(features, self.pooling)
         class_logits, all_masks, _, kernels = self._decode(pixels, kernels, attn_bias)
         # Prompt adapter: cross-attention from each prompt to every pixel of F.
         kernels = self.prompt_norm(self.prompt_attn(kernels, pixels.pixels_first))
         iou = self.prompt_iou(kernels).squeeze(-1)  # (B, K)
         all_masks.append(pixels.masks(kernels))
         return StageOutputs(class_logits, [pixels.unflatten(m) for m in all_masks], iou, kernels)
+
+
+def pixel_pooling(model: nn.Module, pooling: str) -> contextlib.AbstractContextManager[None]:
+    """Every RapSAMHead of `model` pools with `pooling` (see `PixelFeatures`) inside the block only."""
+    return switched(model, RapSAMHead, "pooling", pooling, POOLINGS)
