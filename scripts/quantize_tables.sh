@@ -3,7 +3,9 @@
 # 1. The demo model (built-in weights, 128x128): fp32 and int8 artifacts of every target, each int8 one scored by
 #    the accuracy gate on held-out synthetic scenes; latency from rapsam-bench; one table.
 # 2. EdgeNeXt-S at 512x512 (the speed target): fp32 vs int8 latency and size per runtime.
+# PARTS=demo or PARTS=speed runs one of them.
 set -euxo pipefail
+PARTS=${PARTS:-demo,speed}
 OUT=${OUT:-artifacts/quantized}
 RESULTS=${RESULTS:-results/cpu}
 DEMO_WEIGHTS=rapsam/weights/rapsam_edgenext_demo.safetensors
@@ -13,6 +15,7 @@ DEMO="$OUT/rapsam_edgenext_demo-128x128"
 # A rerun keeps the folders an earlier run finished.
 once() { local folder=$1; shift; [ -f "$folder/manifest.json" ] || "$@"; }
 
+if [[ $PARTS == *demo* ]]; then
 for target in onnx executorch tflite; do
     once "$DEMO-$target" rapsam-convert --target "$target" --out "$OUT"
     once "$DEMO-$target-int8-static" rapsam-convert --target "$target" --quantize int8-static --calib synthetic --out "$OUT"
@@ -26,6 +29,9 @@ rapsam-bench --model rapsam_edgenext_demo --weights "$DEMO_WEIGHTS" --input-size
     --artifacts "$OUT/bench" --out "$RESULTS/quantized-demo-bench.json"
 rapsam-quantize report "$OUT"/rapsam_edgenext_demo-* --bench "$RESULTS/quantized-demo-bench.json" \
     --out "$RESULTS/quantization-demo"
+fi
+
+[[ $PARTS == *speed* ]] || exit 0
 
 rapsam-bench --model rapsam_edgenext_s --input-size 512x512 --runtimes onnxruntime,executorch,litert \
     --precisions fp32,int8-static,int8-dynamic --entry-points segment --warmup 2 --runs 10 \

@@ -343,3 +343,31 @@ def test_rapsam_bench_cli_writes_results(tmp_path: Path, capsys: pytest.CaptureF
     assert bench_main(["--device", "cuda", "--out", str(tmp_path / "x.json")]) == 2
     assert "sees no GPU" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_every_artifact_runtime_gets_the_threads_the_results_record(monkeypatch, tmp_path: Path) -> None:
+    """Without --threads each runtime got None and chose for itself (LiteRT's interpreter: one thread) while the
+    results said torch's count: LiteRT's rows were single-threaded (EdgeNeXt-S 512 panoptic 225 vs 129 ms)."""
+    from rapsam.convert import executorch, manifest, onnx, tflite
+    from rapsam.convert.base import ConvertedFiles
+
+    (tmp_path / "manifest.json").write_text("{}")
+    (tmp_path / "model.bin").write_bytes(b"0")
+    files = ConvertedFiles(entry_files={"encode": "model.bin"}, entry_methods={"encode": "encode"})
+    monkeypatch.setattr(manifest, "converted_files", lambda _: files)
+    given = []
+
+    class Runner:
+        def __init__(self, *args, threads=None, **kwargs) -> None:
+            given.append(threads)
+
+    for module, name in ((onnx, "OnnxRunner"), (executorch, "ExecuTorchRunner"), (tflite, "LiteRTRunner")):
+        monkeypatch.setattr(module, name, Runner)
+    recorded = []
+    for runtime, threads in (("onnxruntime", None), ("executorch", None), ("litert", None), ("litert", 1)):
+        spec = MeasureSpec(runtime=runtime, device="cpu", model="rapsam_tiny", entry_point="encode",
+                           input_size=(64, 64), threads=threads, artifact=str(tmp_path))
+        desktop._artifact_call(spec, None, (torch.zeros(1, 3, 64, 64),))
+        recorded.append(spec.options()["threads"])
+    cores = torch.get_num_threads()
+    assert given == recorded == [cores, cores, cores, 1]

@@ -7,6 +7,7 @@ torch decompositions inside litert-torch); fp16 and determinism convert again an
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from importlib.metadata import version
@@ -222,3 +223,21 @@ def test_fully_connected_weights_are_constants(converted) -> None:
 
 def _text(name) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def test_window_profiler_times_every_op_once(converted, capsys) -> None:
+    """scripts/tflite_windows.py: consecutive windows of a signature's ops, each cut out and run as its own model."""
+    import importlib.util
+    import re
+
+    script = Path(__file__).parents[1] / "scripts" / "tflite_windows.py"
+    spec = importlib.util.spec_from_file_location("tflite_windows", script)
+    windows = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(windows)
+    assert windows.main([str(converted.folder / tflite.MODEL_FILE), "--signature", "panoptic", "--window", "25",
+                         "--runs", "1"]) == 0
+    out = capsys.readouterr().out
+    spans = [tuple(map(int, m)) for m in re.findall(r"^\[\s*(\d+),\s*(\d+)\)", out, re.MULTILINE)]
+    count = int(re.search(r"\((\d+) ops of signature panoptic\)", out).group(1))
+    assert spans[0][0] == 0 and spans[-1][1] == count and len(spans) == -(-count // 25)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))

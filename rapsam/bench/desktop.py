@@ -79,8 +79,14 @@ class MeasureSpec:
         mode = self.compile_mode or "default"
         return self.runtime == "torch-compile" and self.device == "cuda" and mode not in _SELF_GRAPHING_MODES
 
+    @property
+    def thread_count(self) -> int:
+        """The threads every runtime is given, and what the results record: without --threads, torch's
+        default (the cores). Left to themselves the runtimes differ: LiteRT's interpreter takes 1."""
+        return self.threads or torch.get_num_threads()
+
     def options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"threads": self.threads or torch.get_num_threads()}
+        options: dict[str, Any] = {"threads": self.thread_count}
         if self.runtime == "torch-compile":
             options["compile_mode"] = self.compile_mode or "default"
             if self.own_cuda_graph:
@@ -152,15 +158,15 @@ def _artifact_call(spec: MeasureSpec, model: Any, inputs: tuple[torch.Tensor, ..
         providers = [p for p in wanted if p in ort.get_available_providers()] + ["CPUExecutionProvider"]
         if spec.device == "cuda" and len(providers) == 1:
             raise BenchError("onnxruntime has no CUDA provider here: pip install onnxruntime-gpu")
-        runner: Any = OnnxRunner(folder, files, threads=spec.threads, providers=providers)
+        runner: Any = OnnxRunner(folder, files, threads=spec.thread_count, providers=providers)
     elif spec.runtime == "executorch":
         from rapsam.convert.executorch import ExecuTorchRunner
 
-        runner = ExecuTorchRunner(folder / files.entry_files[spec.entry_point], threads=spec.threads)
+        runner = ExecuTorchRunner(folder / files.entry_files[spec.entry_point], threads=spec.thread_count)
     else:
         from rapsam.convert.tflite import LiteRTRunner
 
-        runner = LiteRTRunner(folder / files.entry_files[spec.entry_point], threads=spec.threads)
+        runner = LiteRTRunner(folder / files.entry_files[spec.entry_point], threads=spec.thread_count)
     feeds = {name: t.numpy() for name, t in zip(get_entry_point(spec.entry_point).inputs, inputs)}
     size_mb = (folder / files.entry_files[spec.entry_point]).stat().st_size / 2**20
     return (lambda: runner.run(spec.entry_point, feeds)), size_mb
@@ -174,8 +180,8 @@ def measure(spec: MeasureSpec) -> Measurement:
     base = {"runtime": spec.runtime, "device": spec.device, "model": spec.model, "entry_point": spec.entry_point,
             "input_size": tuple(spec.input_size), "precision": spec.precision, "options": spec.options()}
     try:
-        if spec.threads and spec.runtime in TORCH_RUNTIMES:
-            torch.set_num_threads(spec.threads)
+        if spec.runtime in TORCH_RUNTIMES:
+            torch.set_num_threads(spec.thread_count)
         if spec.device == "cuda":
             # What earlier measurements of this process left (compiled graphs and their CUDA graph pools)
             # must not count as this one's memory.
