@@ -34,8 +34,8 @@ def op_names(model) -> list[str]:
 
 def subgraph_of(model, signature: str) -> int:
     for definition in model.signatureDefs:
-        key = definition.signatureKey.decode() if isinstance(definition.signatureKey, bytes) else definition.signatureKey
-        if key == signature:
+        key = definition.signatureKey
+        if (key.decode() if isinstance(key, bytes) else key) == signature:
             return definition.subgraphIndex
     raise SystemExit(f"no signature {signature!r} in the model")
 

@@ -139,9 +139,10 @@ def _deform_conv_pixels_last(
     modulation = mask.permute(0, 2, 3, 1).float()
     base = (torch.arange(batch, dtype=torch.float32, device=x.device) * (height * width)).view(-1, 1, 1, 1)
     columns = _sum([
-        table.index_select(0, flat.reshape(-1).to(torch.int32)) * (corner_weight * modulation).to(x.dtype).reshape(-1, 1)
+        table.index_select(0, flat.reshape(-1).to(torch.int32))  # (B*Ho*Wo*P, C)
+        * (corner_weight * modulation).to(x.dtype).reshape(-1, 1)
         for flat, corner_weight in _bilinear_corners(rows, cols, height, width, base)
-    ])  # (B*Ho*Wo*P, C)
+    ])
     kernel = weight.permute(0, 2, 3, 1).reshape(weight.shape[0], points * channels)  # kernel point, then channel
     out = F.linear(columns.reshape(batch * out_h * out_w, points * channels), kernel, bias)
     return out.view(batch, out_h, out_w, -1).permute(0, 3, 1, 2)
