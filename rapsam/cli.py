@@ -133,7 +133,8 @@ def convert_main(argv: list[str] | None = None) -> int:
     except (ConversionError, CheckpointError, KeyError, ValueError) as exc:
         return _fail(str(exc).strip("'\""))
     for result in results:
-        state = "written" if result.written else "NOT written (parity gate failed)"
+        gates = " and ".join(result.failed_gates) or "parity"
+        state = "written" if result.written else f"NOT written ({gates} gate failed)"
         print(f"{result.target}: {result.folder} {state}")
         if args.vectors and result.written:
             print(f"{result.target}: {_artifact_vectors(result, args.model, args.weights)}")

@@ -18,7 +18,10 @@ once() { local folder=$1; shift; [ -f "$folder/manifest.json" ] || "$@"; }
 if [[ $PARTS == *demo* ]]; then
 for target in onnx executorch tflite; do
     once "$DEMO-$target" rapsam-convert --target "$target" --out "$OUT"
-    once "$DEMO-$target-int8-static" rapsam-convert --target "$target" --quantize int8-static --calib synthetic --out "$OUT"
+    # The decoder stays float: int8 everywhere kept 91% of PQ (ONNX), and 9 of the 10 layers the sensitivity pass
+    # ranks worst (--auto-keep) are its kernel updates; the FLOPs are in the backbone and neck.
+    once "$DEMO-$target-int8-static" rapsam-convert --target "$target" --quantize int8-static --calib synthetic \
+        --keep-float panoptic_head --out "$OUT"
 done
 once "$DEMO-coreml" rapsam-convert --target coreml --out "$OUT"
 for scheme in int8-weights palettize-6 palettize-4; do

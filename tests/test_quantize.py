@@ -52,7 +52,7 @@ def test_int8_demo_artifact_keeps_its_task_metrics(tmp_path: Path) -> None:
 def test_an_artifact_that_loses_accuracy_is_not_written(tmp_path: Path) -> None:
     [result] = convert("onnx", quantize="int8-dynamic", keep_accuracy=1.5, out_dir=tmp_path,
                        entry_points=("encode", "prompt", "segment"), progress=lambda message: None)
-    assert not result.written and not result.folder.exists()
+    assert not result.written and not result.folder.exists() and result.failed_gates == ("accuracy",)
     assert not result.manifest["precision"]["quantization"]["accuracy"]["passed"]
     assert list(tmp_path.iterdir()) == []  # no staging folder left behind
 

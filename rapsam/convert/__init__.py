@@ -56,7 +56,8 @@ class ConversionResult:
     folder: Path  # the final folder (or, when the gate failed, where it would have gone)
     manifest: dict[str, Any]
     parity: ParityReport | None
-    written: bool  # False when the parity gate refused the artifact
+    written: bool  # False when a gate refused the artifact
+    failed_gates: tuple[str, ...] = ()  # which: "parity", "accuracy" (quantized artifacts)
 
 
 def _log(message: str) -> None:
@@ -294,7 +295,8 @@ def _convert_one(net, converter, request, out_dir, weights_name, run_parity, par
         ) if gate_failed and parity_gate]
         if failed:
             progress(f"[{converter.name}] {' and '.join(failed)} gate failed: nothing written to {final}")
-            return ConversionResult(converter.name, final, manifest, report, written=False)
+            return ConversionResult(converter.name, final, manifest, report, written=False,
+                                    failed_gates=tuple(failed))
         _replace_folder(staging, final)
         progress(f"[{converter.name}] wrote {final}")
         return ConversionResult(converter.name, final, manifest, report, written=True)
