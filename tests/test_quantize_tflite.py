@@ -143,8 +143,8 @@ def test_static_int8_runs_int8_convs_and_linears_and_stays_close(static, model, 
     for entry in ("panoptic", "prompt"):
         assert types[entry, "FULLY_CONNECTED", "INT8", "INT8"] == files.info["quantized_ops"][entry]["FULLY_CONNECTED"]
         assert types[entry, "FULLY_CONNECTED", "INT8", "INT8"] > 20
-        # The mask products (kernels x pixel features: no weight) stay float by design.
-        assert types[entry, "FULLY_CONNECTED", "FLOAT32", "FLOAT32"] > 0
+        # The mask products and pooling (kernels x pixel features: no weight) stay float by design.
+        assert types[entry, "BATCH_MATMUL", "FLOAT32", "FLOAT32"] > 0
     worst = _similarity(model, folder, files, calibration)
     # Measured (random-init tiny model, worst of 4 images): features 0.9999, panoptic 0.95-0.97, prompt masks
     # 0.98; class logits are divided by temperature 0.1, which amplifies int8 noise tenfold. Unrelated tensors
