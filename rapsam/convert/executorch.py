@@ -19,8 +19,8 @@ of all entries at once (one method each) -> `to_executorch` -> `model.pte`.
   shapes alone (arange, full, zeros, ...): those cost a copy or a fill, not arithmetic.
 - fp32 on XNNPACK: LayerNorms and channel means become products with a 1/C vector
   (`channel_means_as_products`), and the deformable convs sample by row gathers ("gather_pixels_last"),
-  so that every compute op of `encode` and `segment` runs in the delegate (`prompt` leaves the comparison of
-  its integer prompt kinds, B x K; a classifier with several prototypes per class also leaves their `amax`).
+  so that every compute op of `encode` and `segment` runs in the delegate (`prompt` leaves the padding
+  slots' `ge` + `where`; a classifier with several prototypes per class also leaves their `amax`).
 - Precision: fp32 by default; fp16 computes in fp16 inside the graph (`export_entry_point(half=True)`)
   behind the contract's fp32 inputs/outputs ("coreml": Core ML's compute precision instead). XNNPACK
   takes the fp16 ops as it takes the fp32 ones; the fp32<->fp16 casts run portable, and so does LayerNorm,

@@ -186,13 +186,13 @@ class RapSAMHead(nn.Module):
         independent of the others and padded slots change nothing; their outputs are blanked.
         """
         outputs = self.prompt_stages(features, boxes, kinds)
+        # A select, not products with a 0/1 validity: int8 quantizers annotate products and sums, and one int8
+        # scale over logits and the -1e4 blank erased the valid masks (ExecuTorch int8, measured).
+        valid = kinds >= 0
+        mask_logits = outputs.mask_logits[-1]
+        mask_logits = torch.where(valid[..., None, None], mask_logits, torch.full_like(mask_logits, MASKED_LOGIT))
         assert outputs.iou is not None
-        # Blanking as products, exact for finite logits: a `where` on the (B, K, h, w) masks was left to
-        # ExecuTorch's portable kernels; now only the (B, K) comparison of the integer kinds is.
-        valid = (kinds >= 0).to(outputs.iou.dtype)
-        masks_valid = valid[..., None, None]
-        mask_logits = outputs.mask_logits[-1] * masks_valid + (1.0 - masks_valid) * MASKED_LOGIT
-        return mask_logits, outputs.iou * valid
+        return mask_logits, torch.where(valid, outputs.iou, torch.zeros_like(outputs.iou))
 
     def prompt_stages(self, features: torch.Tensor, boxes: torch.Tensor, kinds: torch.Tensor) -> StageOutputs:
         """Every supervised prompt output: each decoder stage's masks, then the prompt adapter's masks and IoU;

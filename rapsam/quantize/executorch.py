@@ -187,7 +187,9 @@ class _Quantizable:
         stack = node.meta.get("nn_module_stack", {}).values()
         if str(node.target) not in _WEIGHT_PRODUCTS and any(str(kind).endswith(_DEFORM_CONV) for _, kind in stack):
             return False
-        return not any(path in self.kept for path, _ in stack)
+        # A kept module covers its submodules: the head's stages are called from its methods (prompt,
+        # panoptic), never through the head's own __call__, so the head itself is not on their stack.
+        return not any(path == kept or path.startswith(kept + ".") for path, _ in stack for kept in self.kept)
 
     def _scan(self, graph: Any) -> None:
         for node in graph.nodes:  # topological order: inputs are known before their users
