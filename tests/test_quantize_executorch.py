@@ -185,6 +185,24 @@ def test_deformable_convs_quantize_their_weight_product_only() -> None:
     assert all(quantizable(node) for node in nodes if node not in inside)  # offset conv, split, add, sigmoid
 
 
+def test_a_kept_module_keeps_its_submodules_float() -> None:
+    """The head's stages run from its methods (prompt, panoptic), so their module stack holds the stage's path
+    and not the head's: keeping `panoptic_head` must cover `panoptic_head.mask_heads.0`."""
+    from rapsam.quantize.executorch import _Quantizable
+
+    graph = torch.fx.Graph()
+
+    def node(*paths: str) -> torch.fx.Node:
+        made = graph.call_function(torch.ops.aten.linear.default, ())
+        made.meta["nn_module_stack"] = {p: (p, "Linear") for p in paths}
+        return made
+
+    quantizable = _Quantizable({"model.panoptic_head"})
+    inside, beside, outside = node("model.panoptic_head.mask_heads.0"), node("model.panoptic_headx"), node("model.neck")
+    quantizable.constant = {inside: False, beside: False, outside: False}
+    assert [quantizable(n) for n in (inside, beside, outside)] == [False, True, True]
+
+
 # --- slow ----------------------------------------------------------------------------------------------
 
 
