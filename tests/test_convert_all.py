@@ -14,14 +14,14 @@ def test_edgenext_s_converts_to_every_target(tmp_path) -> None:
     # segment holds encode and panoptic; with prompt, every op of the model converts
     # fp32 everywhere: random-init EdgeNeXt's layer scales (1e-6) sit below fp16's normal range, so its fp16
     # Core ML program loses those branches (the MIL audit names each scaling mul); trained scales do not.
-    results = convert("all", model="rapsam_edgenext_s", input_size=(256, 256), num_prompts=2, out_dir=tmp_path,
+    results = convert("all", model="rapsam_edgenext_s", input_size=(128, 128), num_prompts=2, out_dir=tmp_path,
                       entry_points=("segment", "prompt"), precision="fp32", progress=lambda m: None)
     by_target = {r.target: r for r in results}
     assert set(by_target) == {"coreml", "executorch", "tflite", "onnx"}
     for target, result in by_target.items():
         assert result.written, target
         manifest = json.loads((result.folder / "manifest.json").read_text())
-        assert manifest["model"]["name"] == "rapsam_edgenext_s" and manifest["input_size"] == [256, 256]
+        assert manifest["model"]["name"] == "rapsam_edgenext_s" and manifest["input_size"] == [128, 128]
         assert manifest["parity"]["gate"] == "passed", (target, result.parity.table())
         masks = [r for r in result.parity.rows if r.output == "mask_logits"]
         assert min(r.extra["mask_iou"] for r in masks) >= 0.999

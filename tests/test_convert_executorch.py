@@ -230,9 +230,6 @@ def test_strict_delegation_names_the_compute_ops_left_out(tiny_model, tmp_path: 
         CONVERTER.convert(tiny_model, _request(("encode", "prompt"), strict_delegation=True), tmp_path)
     assert "encode" not in str(error.value) and "index_select" not in str(error.value)
     assert not (tmp_path / FILE_NAME).exists()
-    # every compute op of encode runs in XNNPACK (segment leaves only the open-vocabulary max over synonyms)
-    files = CONVERTER.convert(tiny_model, _request(("encode",), strict_delegation=True), tmp_path)
-    assert compute_ops(files.info["non_delegated_ops"]["encode"]) == {}
 
 
 @pytest.mark.slow
