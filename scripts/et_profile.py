@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 
-def profile(pte: Path, method: str, runs: int) -> dict:
+def profile(pte: Path, method: str, runs: int, instances: str | None = None) -> dict:
     from executorch.devtools import Inspector
     from executorch.extension.pybindings import portable_lib
 
@@ -43,6 +43,7 @@ def profile(pte: Path, method: str, runs: int) -> dict:
         traced.write_etdump_result_to_file(str(etdump))
         inspector = Inspector(etdump_path=str(etdump))
     ops: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    instance_rows = []
     for block in inspector.event_blocks:
         if block.name != "Execute":
             continue
@@ -52,10 +53,15 @@ def profile(pte: Path, method: str, runs: int) -> dict:
             name = re.sub(r" #\d+$", "", event.name)  # XNNPACK numbers each instance of an operator
             ops[name][0] += 1
             ops[name][1] += event.perf_data.p50
+            if instances and re.search(instances, event.name):
+                instance_rows.append({"op": event.name, "ms": round(event.perf_data.p50, 3)})
     rows = [{"op": name, "calls": int(calls), "ms": round(ms, 3)}
             for name, (calls, ms) in sorted(ops.items(), key=lambda kv: -kv[1][1])]
-    return {"pte": str(pte), "method": method, "runs": runs, "p50_ms": round(statistics.median(times[1:]), 2),
-            "ops": rows}
+    result = {"pte": str(pte), "method": method, "runs": runs, "p50_ms": round(statistics.median(times[1:]), 2),
+              "ops": rows}
+    if instances:
+        result["instances"] = instance_rows  # in execution order
+    return result
 
 
 def main() -> None:
@@ -65,13 +71,17 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--instances", metavar="REGEX",
+                        help="also list every call of the ops whose name matches, in execution order")
     args = parser.parse_args()
     if not args.pte.is_file():
         raise SystemExit(f"error: no .pte at {args.pte}; convert one with rapsam-convert --target executorch")
-    result = profile(args.pte, args.method, args.runs)
+    result = profile(args.pte, args.method, args.runs, args.instances)
     print(f"{args.method}: p50 {result['p50_ms']} ms without tracing")
     for row in result["ops"][: args.top]:
         print(f"{row['ms']:9.2f} ms {row['calls']:5d}x  {row['op']}")
+    for row in result.get("instances", []):
+        print(f"{row['ms']:9.2f} ms  {row['op']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
