@@ -471,7 +471,7 @@ def app_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Fake adb and xcrun that play the sample apps first on PATH; the file their calls are recorded in."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    install(bin_dir, "adb", "fake_adb_app.py")
+    install(bin_dir, "adb", "fake_adb.py")
     install(bin_dir, "xcrun", "fake_xcrun.py")
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "calls.jsonl"))
