@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rapsam.models.backbones.base import build_backbone
-from rapsam.models.backbones.edgenext import EdgeNeXt
+from rapsam.models.backbones.edgenext import EdgeNeXt, LayerNorm2d, layer_norm_form
 from rapsam.models.backbones.pretrained import CheckpointError, load_official_weights
 
 SIZES = ("edgenext_xx_small", "edgenext_x_small", "edgenext_small")
@@ -121,3 +121,21 @@ def test_torch_export_matches_eager() -> None:
         actual = exported.module()(x)
     for a, e in zip(actual, expected):
         assert (a - e).abs().max().item() <= 1e-5
+
+
+def test_channels_last_layer_norms_compute_the_written_out_values() -> None:
+    backbone = build_backbone("edgenext_xx_small").eval()
+    for norm in (m for m in backbone.modules() if isinstance(m, LayerNorm2d)):
+        torch.nn.init.normal_(norm.weight)
+        torch.nn.init.normal_(norm.bias)
+    image = torch.randn(1, 3, 64, 96) * 50
+    with torch.no_grad():
+        written_out = backbone(image)
+        with layer_norm_form(backbone, "channels_last"):
+            assert {m.form for m in backbone.modules() if isinstance(m, LayerNorm2d)} == {"channels_last"}
+            fused = backbone(image)
+    assert {m.form for m in backbone.modules() if isinstance(m, LayerNorm2d)} == {"written_out"}
+    for got, want in zip(fused, written_out, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+    with pytest.raises(ValueError, match="written_out, channels_last"):
+        layer_norm_form(backbone, "nhwc").__enter__()
