@@ -54,7 +54,7 @@ def test_end_to_end_writes_one_model_with_manifest_and_passing_parity(converted)
     assert manifest["entry_points"]["prompt"]["file"] == "model.tflite"
     assert manifest["entry_points"]["prompt"]["method"] == "prompt"
     assert manifest["target"]["runtimes"][LITERT] == "ok"
-    assert "GATHER_ND" in manifest["target"]["builtin_ops"]  # the deformable conv's grid_sample
+    assert "GATHER_ND" in manifest["target"]["builtin_ops"]  # the deformable convs' row gathers
 
 
 def test_signatures_carry_the_contract_names_and_nchw_shapes(converted) -> None:

@@ -57,9 +57,11 @@ class TFLiteConverter:
 
         converter = litert_torch.Converter()
         # litert-torch lowers grid_sample with per-channel index arithmetic outside XNNPACK (most of
-        # `encode`'s time): the deformable convs sample by gathers here, to the same values; and the mask
-        # pooling is a BATCH_MATMUL instead of a FULLY_CONNECTED with the features as its weights.
-        with deform_sampler(model, "gather"), pixel_pooling(model, "transposed_product"):
+        # `encode`'s time): the deformable convs sample by row gathers here, to the same values (the pixels-last
+        # form: whole channel vectors per corner, 3-5% faster than channel-major gathers for EdgeNeXt-S at
+        # 512x512); and the mask pooling is a BATCH_MATMUL instead of a FULLY_CONNECTED with the features as
+        # its weights.
+        with deform_sampler(model, "gather_pixels_last"), pixel_pooling(model, "transposed_product"):
             for entry in request.entry_points:
                 module, sample = _contract_module(model, entry, request)
                 converter.signature(entry, module, sample_kwargs=sample)
