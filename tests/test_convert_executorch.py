@@ -226,9 +226,9 @@ def test_fp16_computes_in_half_and_passes_the_fp16_gate(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_strict_delegation_names_the_compute_ops_left_out(tiny_model, tmp_path: Path) -> None:
-    with pytest.raises(ConversionError, match=r"prompt: aten\.ge\.Scalar x2, aten\.where\.self x2\)") as error:
-        CONVERTER.convert(tiny_model, _request(("encode", "prompt"), strict_delegation=True), tmp_path)
-    assert "encode" not in str(error.value) and "index_select" not in str(error.value)
+    # `prompt` only: that `encode`'s row gathers are not compute ops is the delegation report test's assertion
+    with pytest.raises(ConversionError, match=r"prompt: aten\.ge\.Scalar x2, aten\.where\.self x2\)"):
+        CONVERTER.convert(tiny_model, _request(("prompt",), strict_delegation=True), tmp_path)
     assert not (tmp_path / FILE_NAME).exists()
 
 
