@@ -48,3 +48,9 @@ rapsam-bench --model rapsam_edgenext_s --input-size 512x512 --runtimes onnxrunti
     --artifacts bench-artifacts --out "$RESULTS/int8-edgenext_s-512.json"
 rapsam-quantize report bench-artifacts/*/rapsam_edgenext_s-512x512-* --bench "$RESULTS/int8-edgenext_s-512.json" \
     --out "$RESULTS/quantization-edgenext_s-512"
+# The same files called in turns in one process: their ratio holds on a host whose speed drifts between runs.
+M=bench-artifacts; S=rapsam_edgenext_s-512x512
+python3 scripts/ab_latency.py --entry segment --rounds 15 --out "$RESULTS/int8-ab-edgenext_s-512.json" \
+    onnxruntime=$M/fp32/$S-onnx onnxruntime=$M/int8-static/$S-onnx-int8-static \
+    executorch=$M/fp32/$S-executorch executorch=$M/int8-static/$S-executorch-int8-static \
+    litert=$M/fp32/$S-tflite litert=$M/int8-static/$S-tflite-int8-static

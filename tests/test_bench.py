@@ -367,7 +367,7 @@ def test_every_artifact_runtime_gets_the_threads_the_results_record(monkeypatch,
     for runtime, threads in (("onnxruntime", None), ("executorch", None), ("litert", None), ("litert", 1)):
         spec = MeasureSpec(runtime=runtime, device="cpu", model="rapsam_tiny", entry_point="encode",
                            input_size=(64, 64), threads=threads, artifact=str(tmp_path))
-        desktop._artifact_call(spec, None, (torch.zeros(1, 3, 64, 64),))
+        desktop.artifact_call(spec, None, (torch.zeros(1, 3, 64, 64),))
         recorded.append(spec.options()["threads"])
     cores = torch.get_num_threads()
     assert given == recorded == [cores, cores, cores, 1]

@@ -141,7 +141,7 @@ def _torch_call(spec: MeasureSpec, model: Any, inputs: tuple[torch.Tensor, ...])
     return call, None
 
 
-def _artifact_call(spec: MeasureSpec, model: Any, inputs: tuple[torch.Tensor, ...]) -> tuple[Callable[[], Any], float]:
+def artifact_call(spec: MeasureSpec, model: Any, inputs: tuple[torch.Tensor, ...]) -> tuple[Callable[[], Any], float]:
     from rapsam.convert.manifest import converted_files
     from rapsam.export import get_entry_point
 
@@ -194,7 +194,7 @@ def measure(spec: MeasureSpec) -> Measurement:
         inputs = example_inputs(model, spec.entry_point, input_size=spec.input_size, num_prompts=spec.num_prompts)
         timer = timer_for(spec.device)
         started = time.perf_counter()
-        call, artifact_mb = (_torch_call if spec.runtime in TORCH_RUNTIMES else _artifact_call)(spec, model, inputs)
+        call, artifact_mb = (_torch_call if spec.runtime in TORCH_RUNTIMES else artifact_call)(spec, model, inputs)
         load_ms = (time.perf_counter() - started) * 1000
         first_ms = load_ms + timer.measure(call)
         samples = time_calls(call, warmup=spec.warmup, runs=spec.runs, timer=timer)
