@@ -1,6 +1,6 @@
 """Latency of several converted artifacts of one entry point, called round-robin in one process.
 
-rapsam-bench times each runtime in its own process, one after another; on a VM whose speed drifts by 10-15%
+rapsam-bench times each runtime in its own process, one after another; on a VM whose speed drifts by 10-20%
 over minutes (this project's CI host), two of its rows can differ by that much for no reason of their own.
 Called in turns, every artifact sees the same drift, so their ratios hold (int8 against fp32, before against
 after a converter change):
@@ -41,7 +41,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
+    if bad := [a for a in args.artifacts if "=" not in a or a.split("=")[0] not in ("onnxruntime", "executorch", "litert")]:
+        parser.error(f"{bad[0]!r}: give RUNTIME=FOLDER, RUNTIME one of onnxruntime, executorch, litert")
     pairs = [tuple(argument.split("=", 1)) for argument in args.artifacts]
+    if missing := [folder for _, folder in pairs if not (Path(folder) / "manifest.json").is_file()]:
+        parser.error(f"{missing[0]}: no manifest.json there; give a folder that rapsam-convert wrote")
     manifests = [json.loads((Path(folder) / "manifest.json").read_text()) for _, folder in pairs]
     (model_name,), (input_size,) = {m["model"]["name"] for m in manifests}, {tuple(m["input_size"]) for m in manifests}
     inputs = example_inputs(build_model(model_name).eval(), args.entry, input_size=input_size)
