@@ -208,15 +208,12 @@ def test_a_kept_module_keeps_its_submodules_float() -> None:
 
 @pytest.fixture(scope="module")
 def converted(model, calibration, tmp_path_factory) -> dict[str, tuple[Path, ConvertedFiles]]:
-    """The heads as fp32 (the float converter) and int8-static; the panoptic head as int8-dynamic."""
+    """The heads as int8-static; the panoptic head as int8-dynamic (it reaches the linears only: the panoptic
+    head has them all). The fp32 comparison of sizes and bytes is the `encode` test's: lowering is slow."""
     made = {}
-    for kind in ("fp32", "int8-static", "int8-dynamic"):
+    for kind, entries in (("int8-static", HEADS), ("int8-dynamic", ("panoptic",))):
         folder = tmp_path_factory.mktemp(kind)
-        if kind == "fp32":
-            made[kind] = folder, CONVERTER.convert(model, _request(HEADS), folder)
-        else:  # dynamic int8 reaches the linears only: the panoptic head has them all
-            entries = HEADS if kind == "int8-static" else ("panoptic",)
-            made[kind] = folder, QUANTIZER.quantize(model, _request(entries), kind, calibration, folder)
+        made[kind] = folder, QUANTIZER.quantize(model, _request(entries), kind, calibration, folder)
     return made
 
 
@@ -225,10 +222,7 @@ def test_static_int8_runs_the_heads_close_to_fp32(model, converted, test_inputs)
     folder, files = converted["int8-static"]
     assert files.entry_methods == {entry: entry for entry in HEADS}
     assert all(_total(files, entry) > 0 for entry in HEADS)
-    assert (folder / FILE_NAME).read_bytes() != (converted["fp32"][0] / FILE_NAME).read_bytes()
-    # weights shrink 4x, but XNNPACK's serialised graphs, as large as the tiny model's weights, do not;
     # the quantize / dequantize pairs all went into XNNPACK
-    assert (folder / FILE_NAME).stat().st_size < 0.9 * (converted["fp32"][0] / FILE_NAME).stat().st_size
     assert not [op for ops in files.info["non_delegated_ops"].values() for op in ops if "quantize" in op]
     similarity = _similarity(model, folder, files, test_inputs)
     # measured on random tiny weights (medians): prompt 0.965 / 0.997 (mask / iou);
@@ -245,7 +239,6 @@ def test_dynamic_int8_quantizes_the_linears_only(model, converted, test_inputs) 
     assert ops["panoptic"]["quantized_decomposed.choose_qparams.tensor"] > 0  # activations quantized per call
     assert not any("quantize_per_tensor.default" in op for op in ops["panoptic"])  # nothing static
     assert not [op for ops in files.info["non_delegated_ops"].values() for op in ops if "quantize" in op]
-    assert (folder / FILE_NAME).read_bytes() != (converted["fp32"][0] / FILE_NAME).read_bytes()
     similarity = _similarity(model, folder, files, test_inputs)
     # measured (medians): panoptic >= 0.9998
     assert min(min(outputs.values()) for outputs in similarity.values()) > 0.97
