@@ -137,5 +137,5 @@ def test_channels_last_layer_norms_compute_the_written_out_values() -> None:
     assert {m.form for m in backbone.modules() if isinstance(m, LayerNorm2d)} == {"written_out"}
     for got, want in zip(fused, written_out, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
-    with pytest.raises(ValueError, match="written_out, channels_last"):
-        layer_norm_form(backbone, "nhwc").__enter__()
+    with pytest.raises(ValueError, match="written_out, channels_last"), layer_norm_form(backbone, "nhwc"):
+        pass
