@@ -53,7 +53,7 @@ def torch_predictor(model: Any, input_size: tuple[int, int] | None = None) -> Pr
 
 def artifact_predictor(folder: str | Path) -> Predictor:
     from rapsam.convert.base import MissingBackendError, get_converter
-    from rapsam.convert.manifest import converted_files, prompt_slots, read_manifest
+    from rapsam.convert.manifest import converted_files, precision_label, prompt_slots, read_manifest
 
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -64,9 +64,8 @@ def artifact_predictor(folder: str | Path) -> Predictor:
     taxonomy = Taxonomy(name=manifest["taxonomy"], class_names=tuple(c["name"] for c in classes),
                         is_thing=tuple(bool(c["is_thing"]) for c in classes))
     pad = tuple(float(v) for v in manifest["normalization"]["pad_value"])
-    quantization = manifest["precision"].get("quantization") or {}
     return Predictor(runner, str(folder), tuple(manifest["input_size"]), prompt_slots(manifest), taxonomy,
-                     (pad[0], pad[1], pad[2]), quantization.get("scheme") or manifest["precision"]["compute"])
+                     (pad[0], pad[1], pad[2]), precision_label(manifest))
 
 
 def open_predictor(source: str | Path | None = None, *, weights: str | Path | None = None,

@@ -24,9 +24,10 @@ import sys
 import time
 from pathlib import Path
 
-from rapsam.bench.desktop import MeasureSpec, artifact_call
+from rapsam.bench.desktop import ARTIFACT_TARGETS, MeasureSpec, artifact_call
 from rapsam.bench.machine import machine_info
 from rapsam.checkpoint import build_model
+from rapsam.convert.manifest import ManifestError, precision_label, read_manifest
 from rapsam.export import example_inputs
 
 
@@ -41,12 +42,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    if bad := [a for a in args.artifacts if "=" not in a or a.split("=")[0] not in ("onnxruntime", "executorch", "litert")]:
-        parser.error(f"{bad[0]!r}: give RUNTIME=FOLDER, RUNTIME one of onnxruntime, executorch, litert")
+    if bad := [a for a in args.artifacts if "=" not in a or a.split("=", 1)[0] not in ARTIFACT_TARGETS]:
+        parser.error(f"{bad[0]!r}: give RUNTIME=FOLDER, RUNTIME one of {', '.join(ARTIFACT_TARGETS)}")
     pairs = [tuple(argument.split("=", 1)) for argument in args.artifacts]
-    if missing := [folder for _, folder in pairs if not (Path(folder) / "manifest.json").is_file()]:
-        parser.error(f"{missing[0]}: no manifest.json there; give a folder that rapsam-convert wrote")
-    manifests = [json.loads((Path(folder) / "manifest.json").read_text()) for _, folder in pairs]
+    try:
+        manifests = [read_manifest(folder) for _, folder in pairs]
+    except ManifestError as error:
+        parser.error(str(error))
     (model_name,), (input_size,) = {m["model"]["name"] for m in manifests}, {tuple(m["input_size"]) for m in manifests}
     inputs = example_inputs(build_model(model_name).eval(), args.entry, input_size=input_size)
     calls = []
@@ -70,7 +72,7 @@ def main() -> None:
     for (runtime, folder), manifest, times in zip(pairs, manifests, samples):
         p50 = statistics.median(times)
         baseline = baselines.setdefault(runtime, p50)
-        scheme = (manifest["precision"].get("quantization") or {}).get("scheme") or manifest["precision"]["compute"]
+        scheme = precision_label(manifest)
         rows.append({"runtime": runtime, "folder": folder, "precision": scheme, "p50_ms": round(p50, 1),
                      "min_ms": round(min(times), 1), "speedup_vs_first": round(baseline / p50, 2), "ms": times})
         print(f"{runtime:12s} {scheme:13s} p50 {p50:7.1f} ms  min {min(times):7.1f} ms  "

@@ -124,3 +124,6 @@ def test_gelus_are_reordered_for_onnxruntime_to_fuse_with_the_same_values(tmp_pa
     model = _gelu_as_torch_onnx_writes_it()
     model.graph.node.append(onnx.helper.make_node("Identity", ["gate"], ["gate_too"]))
     assert gelu_in_fusable_order(model.graph) == 0  # the 0.5 * (1 + erf) product is read elsewhere: left as is
+    model = _gelu_as_torch_onnx_writes_it()
+    model.graph.output.append(onnx.helper.make_tensor_value_info("gate", onnx.TensorProto.FLOAT, [4, 64]))
+    assert gelu_in_fusable_order(model.graph) == 0  # nor when it is an output of the graph

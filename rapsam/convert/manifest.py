@@ -160,6 +160,11 @@ def prompt_slots(manifest: Mapping[str, Any]) -> int | None:
     return next((t["shape"][1] for t in inputs if t["name"] == "kinds"), None)
 
 
+def precision_label(manifest: Mapping[str, Any]) -> str:
+    """The artifact's quantization scheme ("int8-static", ...), or its compute precision when it has none."""
+    return (manifest["precision"].get("quantization") or {}).get("scheme") or manifest["precision"]["compute"]
+
+
 class ManifestError(ValueError):
     pass
 

@@ -116,7 +116,8 @@ def gelu_in_fusable_order(graph) -> int:
     def is_half(name: str) -> bool:
         return name in scalars and scalars[name].size == 1 and float(scalars[name]) == 0.5
 
-    uses = Counter(name for node in graph.node for name in node.input)
+    # a graph output counts as a use: rewriting the 0.5 * (1 + erf) product would change it
+    uses = Counter([*(name for node in graph.node for name in node.input), *(o.name for o in graph.output)])
     rewritten = 0
     for outer in (node for node in graph.node if node.op_type == "Mul"):
         for x, scaled in (outer.input, outer.input[::-1]):

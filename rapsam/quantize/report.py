@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rapsam.convert.manifest import read_manifest
+from rapsam.convert.manifest import precision_label, read_manifest
 from rapsam.quantize.base import QuantizationError
 
 METRICS = ("pq", "prompt_point", "prompt_box", "video_ap")
@@ -31,7 +31,7 @@ def artifact_row(folder: str | Path) -> dict[str, Any]:
         "model": manifest["model"]["name"],
         "input_size": list(manifest["input_size"]),
         "target": manifest["target"]["name"],
-        "scheme": quantization.get("scheme") or manifest["precision"]["compute"],
+        "scheme": precision_label(manifest),
         "size_mb": round(_size(folder, manifest) / 2**20, 3),
         "reference": dict(accuracy.get("reference") or {}),
         "metrics": dict(accuracy.get("quantized") or {}),
