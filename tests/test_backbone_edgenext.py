@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from rapsam.models.backbones.base import build_backbone
-from rapsam.models.backbones.edgenext import EdgeNeXt, LayerNorm2d, layer_norm_form
+from rapsam.models.backbones.edgenext import (
+    SINGLE_PASS_TAPS,
+    DepthwiseConv2d,
+    EdgeNeXt,
+    LayerNorm2d,
+    kernel_form,
+    layer_norm_form,
+)
 from rapsam.models.backbones.pretrained import CheckpointError, load_official_weights
 
 SIZES = ("edgenext_xx_small", "edgenext_x_small", "edgenext_small")
@@ -139,3 +146,22 @@ def test_channels_last_layer_norms_compute_the_written_out_values() -> None:
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
     with pytest.raises(ValueError, match="written_out, channels_last"), layer_norm_form(backbone, "nhwc"):
         pass
+
+
+def test_depthwise_column_groups_compute_the_whole_kernel_with_single_pass_convs() -> None:
+    backbone = build_backbone("edgenext_xx_small").eval()  # depthwise kernels 3, 5, 7, 9
+    image = torch.randn(1, 3, 64, 96) * 50
+    with torch.no_grad():
+        whole = backbone(image)
+        with kernel_form(backbone, "column_groups"):
+            grouped = backbone(image)
+            program = torch.export.export(backbone, (image,))
+    for got, want in zip(grouped, whole, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
+    convs = [n for n in program.graph.nodes if n.target == torch.ops.aten.conv2d.default]
+    depthwise = [n for n in convs if len(n.args) > 6 and n.args[6] > 1]
+    taps = sorted({n.args[1].meta["val"].shape[-2] * n.args[1].meta["val"].shape[-1] for n in depthwise})
+    # 7x7 in groups of 3, 3, 1 columns; 9x9 in groups of 2, 2, 2, 2, 1; 3x3 and 5x5 whole.
+    assert taps == [7, 9, 18, 21, 25] and max(taps) <= SINGLE_PASS_TAPS
+    assert {m.form for m in backbone.modules() if isinstance(m, DepthwiseConv2d)} == {"whole"}
+    assert set(backbone.state_dict()) == set(build_backbone("edgenext_xx_small").state_dict())

@@ -41,7 +41,7 @@ import contextlib
 import operator
 import os
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -51,6 +51,7 @@ import numpy as np
 
 from rapsam.convert.base import ConversionError, ConvertedFiles, TargetRequest, package_version
 from rapsam.export import export_entry_point, get_entry_point
+from rapsam.models.backbones.edgenext import kernel_form
 from rapsam.models.deform_conv import deform_sampler
 from rapsam.models.rapsam import RapSAM
 
@@ -145,8 +146,7 @@ def _lower(model: RapSAM, request: TargetRequest, options: ExecuTorchOptions) ->
     xnnpack_fp32 = options.backend == "xnnpack" and request.precision == "fp32"
     programs = {}
     for entry in request.entry_points:
-        # ExecuTorch's grid_sampler_2d is a portable kernel; the pixels-last gathers leave it only row copies.
-        with deform_sampler(model, "gather_pixels_last") if xnnpack_fp32 else contextlib.nullcontext():
+        with xnnpack_forms(model) if xnnpack_fp32 else contextlib.nullcontext():
             program = _export(model, entry, request, options.backend)
         # Folding turns weights sliced from packed parameters (the attention's in_proj) and the deformable
         # conv's constant sampling grid into plain constants: XNNPACK only takes linears with static weights.
@@ -162,6 +162,15 @@ def _lower(model: RapSAM, request: TargetRequest, options: ExecuTorchOptions) ->
         raise ConversionError(f"executorch could not lower {', '.join(programs)} for {options.backend}: "
                               f"{_first_line(exc)}; write that part of the model with core ATen ops "
                               "ExecuTorch has kernels for") from exc
+
+
+@contextlib.contextmanager
+def xnnpack_forms(model: RapSAM) -> Iterator[None]:
+    """Inside the block, the model traces to the op sequences XNNPACK runs fastest, with the same values:
+    the deformable convs sample by pixels-last row gathers (ExecuTorch's grid_sampler_2d is a portable kernel),
+    and depthwise kernels over 5x5 split into column groups that XNNPACK's depthwise kernels take."""
+    with deform_sampler(model, "gather_pixels_last"), kernel_form(model, "column_groups"):
+        yield
 
 
 def _own_storage(program: Any) -> Any:
