@@ -255,3 +255,31 @@ def test_keep_float_leaves_the_head_unquantized(model, calibration, converted, t
     assert not isinstance(runner, str)
     features = example_inputs(model, "panoptic", input_size=SIZE)[0].numpy()
     assert runner.run("panoptic", {"features": features})["mask_logits"].shape[-2:] == (SIZE[0] // 4, SIZE[1] // 4)
+
+
+def test_a_method_xnnpack_refuses_at_load_fails_the_conversion_in_one_line() -> None:
+    """Lowering accepts an int8 pad of a conv's output; XNNPACK refuses it only when the method loads."""
+    import torch.nn.functional as F
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from rapsam.convert.base import ConversionError
+    from rapsam.convert.executorch import _to_executorch, check_methods_load
+    from rapsam.quantize.executorch import _fold_constants, _lower, _quantizer
+
+    class PadAfterConv(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(8, 8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + F.pad(self.conv(x), (1, 1))[..., 1:-1]
+
+    x = torch.randn(1, 8, 16, 16)
+    prepared = prepare_pt2e(torch.export.export(PadAfterConv(), (x,), strict=False).module(),
+                            _quantizer("int8-static", []))
+    prepared(x)
+    program = torch.export.export(convert_pt2e(prepared), (x,), strict=False)
+    pte = _to_executorch(_lower({"forward": _fold_constants(program)}))
+    with pytest.raises(ConversionError, match="'forward' does not load.*rewrite that op") as error:
+        check_methods_load(pte, ["forward"])
+    assert "\n" not in str(error.value)

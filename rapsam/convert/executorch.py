@@ -41,7 +41,7 @@ import contextlib
 import operator
 import os
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -110,7 +110,10 @@ class ExecuTorchConverter:
         delegation = {entry: _delegation(edge.exported_program(entry)) for entry in request.entry_points}
         if options.strict_delegation:
             _check_strict(delegation, options.backend)
-        (folder / FILE_NAME).write_bytes(_to_executorch(edge))
+        program = _to_executorch(edge)
+        if options.backend != "coreml":
+            check_methods_load(program, request.entry_points)
+        (folder / FILE_NAME).write_bytes(program)
         return ConvertedFiles(
             entry_files={entry: FILE_NAME for entry in request.entry_points},
             entry_methods={entry: entry for entry in request.entry_points},
@@ -313,6 +316,21 @@ def _to_executorch(edge: Any) -> bytes:
     except Exception as exc:  # e.g. an op with no portable out-variant kernel
         raise ConversionError(f"executorch could not emit the program: {_first_line(exc)}; "
                               "an op outside the delegate has no portable kernel, rewrite it") from exc
+
+
+def check_methods_load(program: bytes, entries: Sequence[str]) -> None:
+    """Load every method once, as an app would: XNNPACK builds its runtime then and may refuse a node that
+    lowering accepted (an int8 pad between differently quantized tensors did), which no export step reports."""
+    from executorch.runtime import Runtime
+
+    loaded = Runtime.get().load_program(program)
+    for entry in entries:
+        try:
+            loaded.load_method(entry)
+        except RuntimeError as exc:
+            raise ConversionError(f"the converted method {entry!r} does not load in the executorch runtime "
+                                  f"({_first_line(exc)}); the XNNPACK log above names the node it refused: "
+                                  "rewrite that op in rapsam/models, or convert with backend=portable") from exc
 
 
 def _backend_config() -> Any:

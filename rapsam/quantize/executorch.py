@@ -83,7 +83,9 @@ class ExecuTorchQuantizer:
                       for entry in request.entry_points}
         if options.strict_delegation:
             float_converter._check_strict(delegation, options.backend)
-        (folder / float_converter.FILE_NAME).write_bytes(float_converter._to_executorch(edge))
+        program = float_converter._to_executorch(edge)
+        float_converter.check_methods_load(program, request.entry_points)
+        (folder / float_converter.FILE_NAME).write_bytes(program)
         return ConvertedFiles(
             entry_files={entry: float_converter.FILE_NAME for entry in request.entry_points},
             entry_methods={entry: entry for entry in request.entry_points},

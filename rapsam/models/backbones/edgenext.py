@@ -94,8 +94,9 @@ SINGLE_PASS_TAPS = 25
 class DepthwiseConv2d(nn.Conv2d):
     """A k x k depthwise conv with stride 1 and same padding: `nn.Conv2d` (same parameters and state dict) whose
     `form` a converter may switch (see `kernel_form`). "column_groups" sums convs over groups of at most
-    SINGLE_PASS_TAPS // k kernel columns, each on its shifted window of the width-padded input: the same
-    values up to the order of the sums."""
+    SINGLE_PASS_TAPS // k kernel columns: the same values up to the order of the sums. Each group's conv pads
+    as the whole one does and the group's output window is sliced out of its wider result; no separate pad
+    op, which XNNPACK refused in int8 programs (StaticConstantPad between differently quantized tensors)."""
 
     def __init__(self, dim: int, kernel_size: int) -> None:
         super().__init__(dim, dim, kernel_size=kernel_size, padding=kernel_size // 2, groups=dim)
@@ -106,13 +107,11 @@ class DepthwiseConv2d(nn.Conv2d):
         if self.form == "whole" or height * width <= SINGLE_PASS_TAPS:
             return super().forward(x)
         columns = max(1, SINGLE_PASS_TAPS // height)
-        padded = F.pad(x, (self.padding[1], self.padding[1]))
-        out_width = padded.shape[-1] - width + 1
         out = None
         for start in range(0, width, columns):
-            stop = min(start + columns, width)
-            part = F.conv2d(padded[..., start:start + out_width + stop - start - 1], self.weight[..., start:stop],
-                            self.bias if out is None else None, padding=(self.padding[0], 0), groups=self.groups)
+            # Output column o of this group's conv is output column o - start of the whole kernel's.
+            part = F.conv2d(x, self.weight[..., start:start + columns], self.bias if out is None else None,
+                            padding=self.padding, groups=self.groups)[..., start:start + x.shape[-1]]
             out = part if out is None else out + part
         return out
 
