@@ -86,8 +86,8 @@ def layer_norm_form(model: nn.Module, form: str) -> contextlib.AbstractContextMa
 
 KERNEL_FORMS = ("whole", "column_groups")
 # XNNPACK's largest single-pass depthwise kernel (5x5): deeper ones ran as grouped GEMMs with one channel per
-# group, 5-9x slower (a 7x7 over 160 channels at 32x32: 9.5 ms in ExecuTorch, 4.0 ms in LiteRT; in column
-# groups 1.1 and 0.8 ms).
+# group, 5-9x slower (a 7x7 over 160 channels at 32x32: 9.5 ms in ExecuTorch, 4.3 ms in LiteRT; in column
+# groups 1.0 and 0.7 ms).
 SINGLE_PASS_TAPS = 25
 
 
