@@ -27,6 +27,7 @@ from rapsam.convert.executorch import (
     CONVERTER,
     FILE_NAME,
     ExecuTorchRunner,
+    as_xnnpack_ops,
     channel_means_as_products,
     compute_ops,
     read_manifest,
@@ -95,6 +96,9 @@ def test_delegation_report_names_what_runs_on_portable_kernels(converted) -> Non
     # four bilinear corners per deformable conv of the neck, gathered as rows; no arithmetic is left outside
     assert info["non_delegated_ops"]["encode"][INDEX_SELECT] == 12
     assert compute_ops(info["non_delegated_ops"]["encode"]) == {}
+    # nothing else cuts the delegate (splits run as slices): one call per stretch between the three gathers
+    assert set(info["non_delegated_ops"]["encode"]) == {INDEX_SELECT, "dim_order_ops._to_dim_order_copy.default"}
+    assert info["delegate_calls"]["encode"] == 4
     # LayerNorms and channel means run in XNNPACK as products with a 1/C vector; what the prompt leaves
     # outside is the padding prompts' masking (K x h x w selects), not arithmetic on features
     assert compute_ops(info["non_delegated_ops"]["prompt"]) == {"aten.ge.Scalar": 2, "aten.where.self": 2}
@@ -129,6 +133,27 @@ def test_channel_means_become_products_with_the_same_values() -> None:
     assert targets.count("aten.conv2d.default") == 2 and targets.count("aten.linear.default") == 4
     for got, want in zip(program.module()(x), module(x), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+class _DataMovement(torch.nn.Module):
+    """Every split, squeeze, select and detach `as_xnnpack_ops` rewrites into slices and views."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        a, b, c = torch.chunk(x, 3, dim=1)  # 7 channels: 3, 3, 1
+        first, rest = x.split([2, 5], dim=1)
+        pieces = x.split(4, dim=-1)  # 5 columns: 4, 1
+        rows = x[:, :, :1].unbind(dim=2)
+        return (a, b, c, first, rest, *pieces, *rows, x[:, 3], x[..., :1].squeeze(-1), x.detach() * 2)
+
+
+def test_splits_squeezes_and_selects_become_slices_and_views() -> None:
+    x = torch.randn(2, 7, 4, 5)
+    program = as_xnnpack_ops(torch.export.export(_DataMovement(), (x,)))
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert not {t for t in targets if any(op in t for op in ("split", "chunk", "unbind", "select", "squeeze",
+                                                               "detach", "alias"))}, targets
+    for got, want in zip(program.module()(x), _DataMovement()(x), strict=True):
+        assert torch.equal(got, want)
 
 
 def test_option_errors_name_the_fix(tiny_model, tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ of all entries at once (one method each) -> `to_executorch` -> `model.pte`.
   compute op is any op except data movement (views, reshapes, permutes, expands, slices, selects, row
   gathers (index_select), splits, cat, clones, dtype / dim-order copies, getitem) and tensor creation from
   shapes alone (arange, full, zeros, ...): those cost a copy or a fill, not arithmetic.
-- fp32 on XNNPACK: LayerNorms and channel means become products with a 1/C vector
-  (`channel_means_as_products`), and the deformable convs sample by row gathers ("gather_pixels_last"),
+- fp32 on XNNPACK: LayerNorms and channel means become products with a 1/C vector, splits slices and
+  squeezes views (`as_xnnpack_ops`), and the deformable convs sample by row gathers ("gather_pixels_last"),
   so that every compute op of `encode` and `segment` runs in the delegate (`prompt` leaves the padding
   slots' `ge` + `where`; a classifier with several prototypes per class also leaves their `amax`).
 - Precision: fp32 by default; fp16 computes in fp16 inside the graph (`export_entry_point(half=True)`)
@@ -157,7 +157,7 @@ def _lower(model: RapSAM, request: TargetRequest, options: ExecuTorchOptions) ->
         if xnnpack_fp32:
             # After a first fold: decomposing turns the reshape of a permuted weight into clone +
             # _unsafe_view, which constant_prop_pass leaves unfolded (and XNNPACK then refuses the linear).
-            program = constant_prop_pass(channel_means_as_products(program))
+            program = constant_prop_pass(as_xnnpack_ops(program))
         programs[entry] = _own_storage(program)
     try:
         return lower_programs(programs, options.backend, request.precision)
@@ -199,21 +199,75 @@ def _export(model: RapSAM, entry: str, request: TargetRequest, backend: str) -> 
 
 
 def channel_means_as_products(program: Any) -> Any:
-    """The fp32 program with its LayerNorms, channel means and vector norms written as products with a 1/C
+    """The program with its LayerNorms, channel means and vector norms written as products with a 1/C
     vector, so that XNNPACK runs them: it has no LayerNorm, and its mean only averages the spatial dims of a
     4-D map. Left outside, EdgeNeXt-S's 49 LayerNorms, its channels-first norms' means and the norms of its
     attention were 10% of `segment` in single-threaded portable kernels, and each split the delegate in two,
     with a layout change at every cut (ETDump). The sums run in XNNPACK's fp32 GEMMs: other rounding, same
     values to ~1e-6. Quantized programs get it after quantization, so that these products stay fp32."""
-    return program.run_decompositions(_xnnpack_fp32_decompositions())
+    return program.run_decompositions(_reduction_decompositions())
 
 
-def _xnnpack_fp32_decompositions() -> dict[Any, Any]:
+def as_xnnpack_ops(program: Any) -> Any:
+    """The fp32 program written with ops that XNNPACK runs, with the same values: `channel_means_as_products`,
+    and splits and chunks as slices, unbind / select / squeeze as slices and views, detach gone. XNNPACK takes
+    slices and views but no split, squeeze, select or alias: each of those ran as a portable copy and cut the
+    delegate in two, with layout changes at the cut (EdgeNeXt-S's `segment` was 26 delegate calls; now 4, one
+    per stretch between the deformable convs' gathers). Not for int8 programs: there, with their quantize /
+    dequantize pairs around the slices, XNNPACK failed the tiny model's `encode` on a shape at its first call
+    and computed its `prompt` masks wrong (cosine -0.24 to fp32)."""
+    return program.run_decompositions({**_reduction_decompositions(), **_data_movement_decompositions()})
+
+
+def _reduction_decompositions() -> dict[Any, Any]:
     import torch
 
     aten = torch.ops.aten
     return {aten.layer_norm.default: _layer_norm_by_products, aten.mean.dim: _mean_by_products,
             aten.linalg_vector_norm.default: _vector_norm_by_products}
+
+
+def _data_movement_decompositions() -> dict[Any, Any]:
+    import torch
+
+    aten = torch.ops.aten
+    return {aten.split.Tensor: _split_by_slices, aten.split_with_sizes.default: _split_with_sizes_by_slices,
+            aten.chunk.default: _chunk_by_slices, aten.unbind.int: _unbind_by_slices,
+            aten.select.int: _select_by_slice, aten.squeeze.dim: _squeeze_by_view,
+            aten.squeeze.dims: _squeeze_by_view, aten.detach.default: _same}
+
+
+def _split_with_sizes_by_slices(x: Any, sizes: Sequence[int], dim: int = 0) -> list[Any]:
+    starts = np.cumsum([0, *sizes[:-1]])
+    return [x.narrow(dim, int(start), int(size)) for start, size in zip(starts, sizes, strict=True)]
+
+
+def _split_by_slices(x: Any, size: int, dim: int = 0) -> list[Any]:
+    length = x.shape[dim]
+    return _split_with_sizes_by_slices(x, [min(size, length - start) for start in range(0, length, size)], dim)
+
+
+def _chunk_by_slices(x: Any, chunks: int, dim: int = 0) -> list[Any]:
+    return _split_by_slices(x, -(-x.shape[dim] // chunks), dim)  # torch.chunk's sizes: ceil(length / chunks)
+
+
+def _unbind_by_slices(x: Any, dim: int = 0) -> list[Any]:
+    return [_select_by_slice(x, dim, index) for index in range(x.shape[dim])]
+
+
+def _select_by_slice(x: Any, dim: int, index: int) -> Any:
+    dim %= x.dim()
+    shape = [*x.shape[:dim], *x.shape[dim + 1:]]
+    return x.narrow(dim, index % x.shape[dim], 1).reshape(shape)
+
+
+def _squeeze_by_view(x: Any, dims: int | Sequence[int]) -> Any:
+    dropped = {d % x.dim() for d in ([dims] if isinstance(dims, int) else dims) if x.shape[d] == 1}
+    return x.reshape([size for d, size in enumerate(x.shape) if d not in dropped])
+
+
+def _same(x: Any) -> Any:
+    return x
 
 
 def _channel_sum(x: Any, dim: int, scale: float) -> Any:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rapsam.models.functional import l2_normalize
+
 # The official open-vocabulary head scales cosines by exp(4.6052) ~ 100 (CLIP's logit scale), taken in
 # float32 as its buffer is: 100.00296..., not float64's 100.00298...
 OPEN_VOCAB_LOGIT_SCALE = float(torch.tensor(4.6052, dtype=torch.float32).exp())
@@ -115,7 +117,7 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
 def open_vocab_logits(embedding: torch.Tensor, class_embed: torch.Tensor) -> torch.Tensor:
     """Cosine between each query embedding (B, Q, E) and the text prototypes (E, C+1, P), best prototype
     per class, times CLIP's logit scale. The no-object column is a zero vector, so its logit is 0."""
-    cosine = torch.einsum("bqe,ecp->bqcp", F.normalize(embedding, dim=-1), class_embed)
+    cosine = torch.einsum("bqe,ecp->bqcp", l2_normalize(embedding), class_embed)
     # One prototype (every shipped classifier) needs no max: amax is a portable kernel in ExecuTorch.
     best = cosine.squeeze(-1) if cosine.shape[-1] == 1 else cosine.amax(dim=-1)
     return OPEN_VOCAB_LOGIT_SCALE * best  # (B, Q, C+1)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rapsam.models.backbones.base import Backbone, FeatureInfo, register_backbone
+from rapsam.models.functional import l2_normalize
 from rapsam.models.switches import switched
 
 Quad = tuple[int, int, int, int]
@@ -188,18 +189,11 @@ class XCA(nn.Module):
             t.transpose(1, 2).reshape(batch, self.num_heads, head_dim, tokens)  # (B, h, d, N)
             for t in self.qkv(x).split(dim, dim=2)
         )
-        q, k = _l2_normalize(q), _l2_normalize(k)
+        q, k = l2_normalize(q), l2_normalize(k)
         attn = (q @ k.transpose(-2, -1)) * self.temperature  # (B, h, d, d)
         x = attn.softmax(dim=-1) @ v  # (B, h, d, N)
         x = x.reshape(batch, dim, tokens).transpose(1, 2)  # (B, N, C)
         return self.proj(x)
-
-
-def _l2_normalize(x: torch.Tensor) -> torch.Tensor:
-    """`F.normalize(x, dim=-1)` with the same ops and values, but dividing by the broadcast norm where
-    F.normalize first expands it to x's shape: exported, that expand is a full-size copy that ExecuTorch runs
-    outside XNNPACK."""
-    return x / torch.linalg.vector_norm(x, dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 class SDTAEncoder(nn.Module):
