@@ -213,9 +213,9 @@ def as_xnnpack_ops(program: Any) -> Any:
     and splits and chunks as slices, unbind / select / squeeze as slices and views, detach gone. XNNPACK takes
     slices and views but no split, squeeze, select or alias: each of those ran as a portable copy and cut the
     delegate in two, with layout changes at the cut (EdgeNeXt-S's `segment` was 26 delegate calls; now 4, one
-    per stretch between the deformable convs' gathers). Not for int8 programs: there, with their quantize /
-    dequantize pairs around the slices, XNNPACK failed the tiny model's `encode` on a shape at its first call
-    and computed its `prompt` masks wrong (cosine -0.24 to fp32)."""
+    per stretch between the deformable convs' gathers). Not for int8 programs: applied after quantization,
+    these rewrites made XNNPACK fail the tiny model's int8 `encode` on a shape at its first call and compute
+    its `prompt` masks wrong (cosine -0.24 to fp32), so int8 programs keep their splits."""
     return program.run_decompositions({**_reduction_decompositions(), **_data_movement_decompositions()})
 
 
