@@ -175,16 +175,30 @@ def test_unknown_options_are_refused_before_any_work(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_fp16_stores_half_weights_and_passes_the_fp16_gate(converted, tmp_path: Path) -> None:
+def test_fp16_stores_half_weights_and_passes_the_fp16_gate(tmp_path: Path) -> None:
+    # `encode` only: fp16 is a rewrite of the finished fp32 file (`_fp16_weights`), the same for every signature.
     [result] = convert("tflite", model="rapsam_tiny", input_size=SIZE, num_prompts=3, precision="fp16",
-                       out_dir=tmp_path, progress=_quiet)
+                       entry_points=("encode",), out_dir=tmp_path, progress=_quiet)
     assert result.written and result.parity.passed
     assert result.manifest["precision"]["compute"] == "fp16" and "float16" in result.manifest["target"]["fp16"]
     path = result.folder / tflite.MODEL_FILE
     assert "DEQUANTIZE" in tflite.builtin_ops(path)
-    assert path.stat().st_size < 0.85 * (converted.folder / tflite.MODEL_FILE).stat().st_size
+    # measured: 95% of the constant float values are stored in fp16 (the rest: small constants, no weights)
+    assert _fp16_share_of_float_constants(path) > 0.9
     features = next(r for r in result.parity.rows if r.output == "features")
     assert 1e-7 < features.max_abs < 1e-2  # the weights really changed, and the features barely
+
+
+def _fp16_share_of_float_constants(path: Path) -> float:
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = tflite._read_model(path)
+    values = {schema.TensorType.FLOAT16: 0, schema.TensorType.FLOAT32: 0}
+    for tensor in model.subgraphs[0].tensors:
+        data = model.buffers[tensor.buffer].data
+        if tensor.type in values and data is not None:
+            values[tensor.type] += data.size // (2 if tensor.type == schema.TensorType.FLOAT16 else 4)
+    return values[schema.TensorType.FLOAT16] / sum(values.values())
 
 
 @pytest.mark.slow
