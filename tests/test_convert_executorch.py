@@ -240,10 +240,14 @@ def test_fp16_computes_in_half_and_passes_the_fp16_gate(tmp_path: Path) -> None:
     assert result.written and result.parity.passed and result.manifest["precision"]["compute"] == "fp16"
     features = next(r for r in result.parity.rows if r.output == "features")
     assert 1e-6 < features.max_abs < 1e-2  # really computed in fp16, and close
-    # XNNPACK took the fp16 matrix and conv work: nothing heavier than norms and reductions is left outside.
+    # XNNPACK took the fp16 matrix and conv work and the deformable convs' sampling: what is left outside
+    # is the LayerNorms (computed in fp32), the open-vocabulary norm and the prototypes' max, the row gathers
+    # and the fp32 <-> fp16 casts; no split or squeeze cuts the delegate (measured: 31 -> 22 calls).
     outside = result.manifest["target"]["non_delegated_ops"]["segment"]
-    assert not [op for op in outside if any(k in op for k in ("conv", "mm", "linear", "matmul"))], outside
-    assert result.manifest["target"]["delegated_nodes"]["segment"] > 200
+    assert compute_ops(outside) == {"aten.native_layer_norm.default": 20, "aten.pow.Tensor_Scalar": 1,
+                                    "aten.sum.dim_IntList": 1, "aten.amax.default": 1}
+    assert not [op for op in outside if any(k in op for k in ("grid_sampler", "split", "squeeze", "alias"))]
+    assert outside[INDEX_SELECT] == 12 and result.manifest["target"]["delegate_calls"]["segment"] == 22
 
 
 @pytest.mark.slow

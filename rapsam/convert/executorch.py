@@ -23,8 +23,10 @@ of all entries at once (one method each) -> `to_executorch` -> `model.pte`.
   slots' `ge` + `where`; a classifier with several prototypes per class also leaves their `amax`).
 - Precision: fp32 by default; fp16 computes in fp16 inside the graph (`export_entry_point(half=True)`)
   behind the contract's fp32 inputs/outputs ("coreml": Core ML's compute precision instead). XNNPACK
-  takes the fp16 ops as it takes the fp32 ones; the fp32<->fp16 casts run portable, and so does LayerNorm,
-  which is computed in fp32 (see `_layer_norm_in_fp32`).
+  takes the fp16 ops as it takes the fp32 ones, in the same forms (row gathers, slices and views; not the
+  reduction products, whose squares overflow fp16); the fp32<->fp16 casts run portable (the deformable
+  convs' sampling positions among them: fp16 cannot hold their flat indices), and so does LayerNorm, which
+  is computed in fp32 (see `_layer_norm_in_fp32`).
 - Manifest: the `.pte` format has no free-form metadata field, so the manifest is carried as a constant
   method `manifest` returning the JSON as a string EValue (what `to_edge(constant_methods=...)` emits).
   `embed_manifest` adds it to the finished program (deserialize -> add the method -> serialize), so the
@@ -146,18 +148,21 @@ def _lower(model: RapSAM, request: TargetRequest, options: ExecuTorchOptions) ->
     """All entry points as one EdgeProgramManager, one method each, lowered to the chosen backend."""
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
-    xnnpack_fp32 = options.backend == "xnnpack" and request.precision == "fp32"
+    # Core ML computes in its own precision (a compile spec), so it gets the fp32 program either way.
+    half = request.precision == "fp16" and options.backend != "coreml"
+    xnnpack = options.backend == "xnnpack"
     programs = {}
     for entry in request.entry_points:
-        with xnnpack_forms(model) if xnnpack_fp32 else contextlib.nullcontext():
-            program = _export(model, entry, request, options.backend)
+        with xnnpack_forms(model) if xnnpack else contextlib.nullcontext():
+            program = export_entry_point(model, entry, input_size=request.input_size,
+                                         num_prompts=request.num_prompts, half=half)
         # Folding turns weights sliced from packed parameters (the attention's in_proj) and the deformable
         # conv's constant sampling grid into plain constants: XNNPACK only takes linears with static weights.
         program = constant_prop_pass(program)
-        if xnnpack_fp32:
+        if decompositions := _decompositions(xnnpack=xnnpack, half=half):
             # After a first fold: decomposing turns the reshape of a permuted weight into clone +
             # _unsafe_view, which constant_prop_pass leaves unfolded (and XNNPACK then refuses the linear).
-            program = constant_prop_pass(as_xnnpack_ops(program))
+            program = constant_prop_pass(program.run_decompositions(decompositions))
         programs[entry] = _own_storage(program)
     try:
         return lower_programs(programs, options.backend, request.precision)
@@ -186,18 +191,6 @@ def _own_storage(program: Any) -> Any:
     return program
 
 
-def _export(model: RapSAM, entry: str, request: TargetRequest, backend: str) -> Any:
-    # Core ML computes in its own precision (a compile spec), so it gets the fp32 program either way.
-    half = request.precision == "fp16" and backend != "coreml"
-    program = export_entry_point(model, entry, input_size=request.input_size, num_prompts=request.num_prompts,
-                                 half=half)
-    if half:
-        import torch
-
-        program = program.run_decompositions({torch.ops.aten.layer_norm.default: _layer_norm_in_fp32})
-    return program
-
-
 def channel_means_as_products(program: Any) -> Any:
     """The program with its LayerNorms, channel means and vector norms written as products with a 1/C
     vector, so that XNNPACK runs them: it has no LayerNorm, and its mean only averages the spatial dims of a
@@ -216,7 +209,19 @@ def as_xnnpack_ops(program: Any) -> Any:
     per stretch between the deformable convs' gathers). Not for int8 programs: applied after quantization,
     these rewrites made XNNPACK fail the tiny model's int8 `encode` on a shape at its first call and compute
     its `prompt` masks wrong (cosine -0.24 to fp32), so int8 programs keep their splits."""
-    return program.run_decompositions({**_reduction_decompositions(), **_data_movement_decompositions()})
+    return program.run_decompositions(_decompositions(xnnpack=True, half=False))
+
+
+def _decompositions(*, xnnpack: bool, half: bool) -> dict[Any, Any]:
+    """The rewrites of an exported float program: `as_xnnpack_ops` for XNNPACK, without the reductions in
+    fp16 (their squares overflow), where LayerNorm computes in fp32 instead (`_layer_norm_in_fp32`)."""
+    import torch
+
+    table = {torch.ops.aten.layer_norm.default: _layer_norm_in_fp32} if half else {}
+    if xnnpack:
+        table.update(_data_movement_decompositions() if half else
+                     {**_reduction_decompositions(), **_data_movement_decompositions()})
+    return table
 
 
 def _reduction_decompositions() -> dict[Any, Any]:
