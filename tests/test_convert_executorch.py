@@ -234,12 +234,13 @@ def test_same_inputs_give_identical_bytes(tiny_model, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_fp16_computes_in_half_and_passes_the_fp16_gate(tmp_path: Path) -> None:
-    # `prompt` is left out: the tiny model's prompt path misses the fp16 mask gate in PyTorch eager fp16 too.
-    [result] = convert("executorch", model="rapsam_tiny", input_size=(64, 64), entry_points=["encode", "segment"],
+    # `segment` only: it holds `encode` and `panoptic`. `prompt` is left out: the tiny model's prompt path
+    # misses the fp16 mask gate in PyTorch eager fp16 too.
+    [result] = convert("executorch", model="rapsam_tiny", input_size=(64, 64), entry_points=["segment"],
                        precision="fp16", out_dir=tmp_path, progress=_quiet)
     assert result.written and result.parity.passed and result.manifest["precision"]["compute"] == "fp16"
-    features = next(r for r in result.parity.rows if r.output == "features")
-    assert 1e-6 < features.max_abs < 1e-2  # really computed in fp16, and close
+    masks = next(r for r in result.parity.rows if r.output == "mask_logits")
+    assert 1e-4 < masks.extra["relative_error"] < 1e-2  # really computed in fp16 (measured 0.003), and close
     # XNNPACK took the fp16 matrix and conv work and the deformable convs' sampling: what is left outside
     # is the LayerNorms (computed in fp32), the open-vocabulary norm and the prototypes' max, the row gathers
     # and the fp32 <-> fp16 casts; no split or squeeze cuts the delegate (measured: 31 -> 22 calls).
