@@ -27,9 +27,9 @@ from rapsam.convert.executorch import (
     CONVERTER,
     FILE_NAME,
     ExecuTorchRunner,
-    as_xnnpack_ops,
     channel_means_as_products,
     compute_ops,
+    float_rewrites,
     read_manifest,
     with_constant_method,
 )
@@ -146,7 +146,7 @@ def test_channel_means_become_products_with_the_same_values() -> None:
 
 
 class _DataMovement(torch.nn.Module):
-    """Every split, squeeze, select and detach `as_xnnpack_ops` rewrites into slices and views."""
+    """Every split, squeeze, select and detach `float_rewrites` rewrites into slices and views."""
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         a, b, c = torch.chunk(x, 3, dim=1)  # 7 channels: 3, 3, 1
@@ -158,7 +158,8 @@ class _DataMovement(torch.nn.Module):
 
 def test_splits_squeezes_and_selects_become_slices_and_views() -> None:
     x = torch.randn(2, 7, 4, 5)
-    program = as_xnnpack_ops(torch.export.export(_DataMovement(), (x,)))
+    rewrites = float_rewrites(xnnpack=True, half=False)
+    program = torch.export.export(_DataMovement(), (x,)).run_decompositions(rewrites)
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
     assert not {t for t in targets if any(op in t for op in ("split", "chunk", "unbind", "select", "squeeze",
                                                                "detach", "alias"))}, targets

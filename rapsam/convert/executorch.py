@@ -18,7 +18,7 @@ of all entries at once (one method each) -> `to_executorch` -> `model.pte`.
   gathers (index_select), splits, cat, clones, dtype / dim-order copies, getitem) and tensor creation from
   shapes alone (arange, full, zeros, ...): those cost a copy or a fill, not arithmetic.
 - fp32 on XNNPACK: LayerNorms and channel means become products with a 1/C vector, splits slices and
-  squeezes views (`as_xnnpack_ops`), and the deformable convs sample by row gathers ("gather_pixels_last"),
+  squeezes views (`float_rewrites`), and the deformable convs sample by row gathers ("gather_pixels_last"),
   so that every compute op of `encode` and `segment` runs in the delegate (`prompt` leaves the padding
   slots' `ge` + `where`; a classifier with several prototypes per class also leaves their `amax`).
 - Precision: fp32 by default; fp16 computes in fp16 inside the graph (`export_entry_point(half=True)`)
@@ -159,7 +159,7 @@ def _lower(model: RapSAM, request: TargetRequest, options: ExecuTorchOptions) ->
         # Folding turns weights sliced from packed parameters (the attention's in_proj) and the deformable
         # conv's constant sampling grid into plain constants: XNNPACK only takes linears with static weights.
         program = constant_prop_pass(program)
-        if decompositions := _decompositions(xnnpack=xnnpack, half=half):
+        if decompositions := float_rewrites(xnnpack=xnnpack, half=half):
             # After a first fold: decomposing turns the reshape of a permuted weight into clone +
             # _unsafe_view, which constant_prop_pass leaves unfolded (and XNNPACK then refuses the linear).
             program = constant_prop_pass(program.run_decompositions(decompositions))
@@ -201,26 +201,26 @@ def channel_means_as_products(program: Any) -> Any:
     return program.run_decompositions(_reduction_decompositions())
 
 
-def as_xnnpack_ops(program: Any) -> Any:
-    """The fp32 program written with ops that XNNPACK runs, with the same values: `channel_means_as_products`,
-    and splits and chunks as slices, unbind / select / squeeze as slices and views, detach gone. XNNPACK takes
-    slices and views but no split, squeeze, select or alias: each of those ran as a portable copy and cut the
-    delegate in two, with layout changes at the cut (EdgeNeXt-S's `segment` was 26 delegate calls; now 4, one
-    per stretch between the deformable convs' gathers). Not for int8 programs: applied after quantization,
-    these rewrites made XNNPACK fail the tiny model's int8 `encode` on a shape at its first call and compute
-    its `prompt` masks wrong (cosine -0.24 to fp32), so int8 programs keep their splits."""
-    return program.run_decompositions(_decompositions(xnnpack=True, half=False))
+def float_rewrites(*, xnnpack: bool, half: bool) -> dict[Any, Any]:
+    """The decompositions `_lower` applies to an exported float program, with the same values.
 
-
-def _decompositions(*, xnnpack: bool, half: bool) -> dict[Any, Any]:
-    """The rewrites of an exported float program: `as_xnnpack_ops` for XNNPACK, without the reductions in
-    fp16 (their squares overflow), where LayerNorm computes in fp32 instead (`_layer_norm_in_fp32`)."""
+    For XNNPACK: splits and chunks as slices, unbind / select / squeeze as slices and views, detach gone.
+    XNNPACK takes slices and views but no split, squeeze, select or alias: each of those ran as a portable
+    copy and cut the delegate in two, with layout changes at the cut (EdgeNeXt-S's `segment` was 26 delegate
+    calls; now 4, one per stretch between the deformable convs' gathers). In fp32 also the reductions of
+    `channel_means_as_products`; not in fp16, where their squares overflow and LayerNorm computes in fp32
+    instead (`_layer_norm_in_fp32`, for every backend). Not for int8 programs: applied after quantization,
+    the data-movement rewrites made XNNPACK fail the tiny model's int8 `encode` on a shape at its first call
+    and compute its `prompt` masks wrong (cosine -0.24 to fp32), so int8 programs keep their splits."""
     import torch
 
-    table = {torch.ops.aten.layer_norm.default: _layer_norm_in_fp32} if half else {}
+    table = {}
     if xnnpack:
-        table.update(_data_movement_decompositions() if half else
-                     {**_reduction_decompositions(), **_data_movement_decompositions()})
+        if not half:
+            table.update(_reduction_decompositions())
+        table.update(_data_movement_decompositions())
+    if half:
+        table[torch.ops.aten.layer_norm.default] = _layer_norm_in_fp32
     return table
 
 
