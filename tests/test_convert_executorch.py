@@ -30,6 +30,7 @@ from rapsam.convert.executorch import (
     channel_means_as_products,
     compute_ops,
     float_rewrites,
+    folded,
     read_manifest,
     with_constant_method,
 )
@@ -165,6 +166,33 @@ def test_splits_squeezes_and_selects_become_slices_and_views() -> None:
                                                                "detach", "alias"))}, targets
     for got, want in zip(program.module()(x), _DataMovement()(x), strict=True):
         assert torch.equal(got, want)
+
+
+class _PackedProjection(torch.nn.Module):
+    """q, k, v weights sliced from one packed parameter, as an attention's in_proj."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_proj = torch.nn.Parameter(torch.randn(12, 4))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.nn.functional.linear(x, w) for w in self.in_proj.split(4))
+
+
+def test_folded_constants_own_their_storage_and_need_no_grad(recwarn: pytest.WarningsRecorder) -> None:
+    module, x = _PackedProjection(), torch.randn(3, 4)
+    program = torch.export.export(module, (x,))
+    recwarn.clear()
+    program = folded(program, float_rewrites(xnnpack=True, half=False))
+    slices = [v for v in program.constants.values() if isinstance(v, torch.Tensor) and v.shape == (4, 4)]
+    assert len(slices) == 3  # folded out of the parameter
+    assert all(v.storage_offset() == 0 and v.untyped_storage().nbytes() == 64 for v in slices)
+    assert not any(v.requires_grad for v in slices)
+    outputs = program.module()(x)
+    # Each unlift (decomposing, .module()) warned once for each folded slice, as they required grad.
+    assert not [w for w in recwarn if "requires gradient" in str(w.message)]
+    for got, want in zip(outputs, module(x), strict=True):
+        torch.testing.assert_close(got, want)
 
 
 def test_option_errors_name_the_fix(tiny_model, tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ def _log(message: str) -> None:
 # deprecated pytree APIs): keep the progress lines readable.
 _NOISY_LOGGERS = (
     "torch.onnx", "torch._export", "torch.export", "torch.utils._pytree", "onnxscript", "coremltools", "executorch",
-    "litert_torch",
+    "litert_torch", "torchao",
 )
 
 

@@ -146,8 +146,6 @@ class ExecuTorchConverter:
 
 def _lower(model: RapSAM, request: TargetRequest, options: ExecuTorchOptions) -> Any:
     """All entry points as one EdgeProgramManager, one method each, lowered to the chosen backend."""
-    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
-
     # Core ML computes in its own precision (a compile spec), so it gets the fp32 program either way.
     half = request.precision == "fp16" and options.backend != "coreml"
     xnnpack = options.backend == "xnnpack"
@@ -156,14 +154,7 @@ def _lower(model: RapSAM, request: TargetRequest, options: ExecuTorchOptions) ->
         with xnnpack_forms(model) if xnnpack else contextlib.nullcontext():
             program = export_entry_point(model, entry, input_size=request.input_size,
                                          num_prompts=request.num_prompts, half=half)
-        # Folding turns weights sliced from packed parameters (the attention's in_proj) and the deformable
-        # conv's constant sampling grid into plain constants: XNNPACK only takes linears with static weights.
-        program = constant_prop_pass(program)
-        if decompositions := float_rewrites(xnnpack=xnnpack, half=half):
-            # After a first fold: decomposing turns the reshape of a permuted weight into clone +
-            # _unsafe_view, which constant_prop_pass leaves unfolded (and XNNPACK then refuses the linear).
-            program = constant_prop_pass(program.run_decompositions(decompositions))
-        programs[entry] = _own_storage(program)
+        programs[entry] = folded(program, float_rewrites(xnnpack=xnnpack, half=half))
     try:
         return lower_programs(programs, options.backend, request.precision)
     except Exception as exc:  # lowering raises many types; the first line names the op
@@ -181,10 +172,26 @@ def xnnpack_forms(model: RapSAM) -> Iterator[None]:
         yield
 
 
+def folded(program: Any, rewrites: Mapping[Any, Any]) -> Any:
+    """`program` with its constant subgraphs folded, before and after the `rewrites` decompositions. Folding
+    turns weights sliced from packed parameters (the attention's in_proj) and the deformable conv's constant
+    sampling grid into plain constants: XNNPACK only takes linears with static weights."""
+    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+
+    program = _own_storage(constant_prop_pass(program))
+    if rewrites:
+        # After a first fold: decomposing turns the reshape of a permuted weight into clone + _unsafe_view,
+        # which constant_prop_pass leaves unfolded (and XNNPACK then refuses the linear).
+        program = _own_storage(constant_prop_pass(program.run_decompositions(rewrites)))
+    return program
+
+
 def _own_storage(program: Any) -> Any:
     """Give every folded constant its own storage: `constant_prop_pass` keeps split results as views into
     the packed tensor (storage offsets 0, d, 2d for q, k, v), and XNNPACK's weight serialisation in
-    executorch 1.5.1 ignores the offset: without this the attention outputs were wrong by ~100%."""
+    executorch 1.5.1 ignores the offset: without this the attention outputs were wrong by ~100%. Detached,
+    too: a slice of a parameter still requires grad when the pass runs `aten.slice` under no_grad, and
+    torch.export warns for each such constant whenever it unlifts the program (119 lines for the default model)."""
     for name, value in program.constants.items():
         if hasattr(value, "detach"):
             program.constants[name] = value.detach().clone()
