@@ -10,9 +10,12 @@ import torch
 from rapsam.models.backbones.base import build_backbone
 from rapsam.models.backbones.edgenext import (
     SINGLE_PASS_TAPS,
+    ConvEncoder,
     DepthwiseConv2d,
     EdgeNeXt,
     LayerNorm2d,
+    SDTAEncoder,
+    block_form,
     kernel_form,
     layer_norm_form,
 )
@@ -164,3 +167,27 @@ def test_depthwise_column_groups_compute_the_whole_kernel_with_single_pass_convs
     # 7x7 in groups of 3, 3, 1 columns; 9x9 in groups of 2, 2, 2, 2, 1; 3x3 and 5x5 whole.
     assert taps == [7, 9, 18, 21, 25] and max(taps) <= SINGLE_PASS_TAPS
     assert {m.form for m in backbone.modules() if isinstance(m, DepthwiseConv2d)} == {"whole"}
+
+
+def test_channels_first_blocks_compute_the_authors_values_without_permutes_or_linears() -> None:
+    torch.manual_seed(0)
+    backbone = build_backbone("edgenext_xx_small").eval()  # SDTA blocks with and without position encoding
+    with torch.no_grad():
+        for name, param in backbone.named_parameters():
+            if name.endswith(("gamma", "gamma_xca", "temperature", "norm.weight", "norm.bias")):
+                torch.nn.init.normal_(param)
+    image = torch.randn(1, 3, 64, 96) * 50
+    with torch.no_grad():
+        authors = backbone(image)
+        with block_form(backbone, "channels_first"):
+            channels_first = backbone(image)
+            program = torch.export.export(backbone, (image,))
+    for got, want in zip(channels_first, authors, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())
+    targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+    assert not [t for t in targets if "linear" in t or "layer_norm" in t]
+    # Left: each attention's k transposed for q @ kᵀ, and the constant grid of the position encoding.
+    assert targets.count("aten.transpose.int") == 3 and targets.count("aten.permute.default") == 1
+    assert {m.form for m in backbone.modules() if isinstance(m, (ConvEncoder, SDTAEncoder))} == {"channels_last"}
+    with pytest.raises(ValueError, match="channels_last, channels_first"), block_form(backbone, "nhwc"):
+        pass

@@ -168,6 +168,20 @@ def test_splits_squeezes_and_selects_become_slices_and_views() -> None:
         assert torch.equal(got, want)
 
 
+class _Products(torch.nn.Module):
+    def forward(self, q: torch.Tensor, f: torch.Tensor, heads: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return q @ f, heads @ heads.transpose(-2, -1)
+
+
+def test_products_of_3d_tensors_become_bmm_without_reshapes() -> None:
+    inputs = (torch.randn(1, 8, 32), torch.randn(1, 32, 40), torch.randn(1, 2, 4, 40))
+    program = torch.export.export(_Products(), inputs).run_decompositions(float_rewrites(xnnpack=True, half=False))
+    targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+    assert targets.count("aten.bmm.default") == 1 and targets.count("aten.matmul.default") == 1  # 4-D kept
+    for got, want in zip(program.module()(*inputs), _Products()(*inputs), strict=True):
+        assert torch.equal(got, want)
+
+
 class _PackedProjection(torch.nn.Module):
     """q, k, v weights sliced from one packed parameter, as an attention's in_proj."""
 

@@ -53,7 +53,7 @@ import numpy as np
 
 from rapsam.convert.base import ConversionError, ConvertedFiles, TargetRequest, package_version
 from rapsam.export import export_entry_point, get_entry_point
-from rapsam.models.backbones.edgenext import kernel_form
+from rapsam.models.backbones.edgenext import block_form, kernel_form
 from rapsam.models.deform_conv import deform_sampler
 from rapsam.models.rapsam import RapSAM
 
@@ -167,8 +167,10 @@ def _lower(model: RapSAM, request: TargetRequest, options: ExecuTorchOptions) ->
 def xnnpack_forms(model: RapSAM) -> Iterator[None]:
     """Inside the block, the model traces to the op sequences XNNPACK runs fastest, with the same values:
     the deformable convs sample by pixels-last row gathers (ExecuTorch's grid_sampler_2d is a portable kernel),
-    and depthwise kernels over 5x5 split into column groups that XNNPACK's depthwise kernels take."""
-    with deform_sampler(model, "gather_pixels_last"), kernel_form(model, "column_groups"):
+    depthwise kernels over 5x5 split into column groups that XNNPACK's depthwise kernels take, and EdgeNeXt's
+    blocks compute on the (B, C, H, W) map, with no permutes between its convs and its linears."""
+    with (deform_sampler(model, "gather_pixels_last"), kernel_form(model, "column_groups"),
+          block_form(model, "channels_first")):
         yield
 
 
@@ -214,7 +216,8 @@ def float_rewrites(*, xnnpack: bool, half: bool) -> dict[Any, Any]:
     For XNNPACK: splits and chunks as slices, unbind / select / squeeze as slices and views, detach gone.
     XNNPACK takes slices and views but no split, squeeze, select or alias: each of those ran as a portable
     copy and cut the delegate in two, with layout changes at the cut (EdgeNeXt-S's `segment` was 26 delegate
-    calls; now 4, one per stretch between the deformable convs' gathers). In fp32 also the reductions of
+    calls; now 4, one per stretch between the deformable convs' gathers). Products of 3-D tensors as `bmm`,
+    without the copying reshapes of `matmul`'s decomposition. In fp32 also the reductions of
     `channel_means_as_products`; not in fp16, where their squares overflow and LayerNorm computes in fp32
     instead (`_layer_norm_in_fp32`, for every backend). Not for int8 programs: applied after quantization,
     the data-movement rewrites made XNNPACK fail the tiny model's int8 `encode` on a shape at its first call
@@ -246,7 +249,18 @@ def _data_movement_decompositions() -> dict[Any, Any]:
     return {aten.split.Tensor: _split_by_slices, aten.split_with_sizes.default: _split_with_sizes_by_slices,
             aten.chunk.default: _chunk_by_slices, aten.unbind.int: _unbind_by_slices,
             aten.select.int: _select_by_slice, aten.squeeze.dim: _squeeze_by_view,
-            aten.squeeze.dims: _squeeze_by_view, aten.detach.default: _same}
+            aten.squeeze.dims: _squeeze_by_view, aten.detach.default: _same, aten.matmul.default: _matmul_as_bmm}
+
+
+def _matmul_as_bmm(a: Any, b: Any) -> Any:
+    """A batched product of two 3-D tensors as `bmm` itself: `matmul` decomposes into bmm between reshapes to
+    the same shapes, and XNNPACK copies the data at every reshape (EdgeNeXt-S's `segment` at 512x512 copied its
+    16 MB pixel maps and 6.5 MB mask logits that way, ~13 ms per call)."""
+    import torch
+
+    if a.dim() != 3 or b.dim() != 3 or a.shape[0] != b.shape[0]:
+        return NotImplemented
+    return torch.ops.aten.bmm.default(a, b)
 
 
 def _split_with_sizes_by_slices(x: Any, sizes: Sequence[int], dim: int = 0) -> list[Any]:

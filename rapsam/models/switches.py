@@ -10,7 +10,7 @@ from typing import Any
 from torch import nn
 
 
-def set_on_modules(model: nn.Module, kind: type[nn.Module], attribute: str, value: str,
+def set_on_modules(model: nn.Module, kind: type[nn.Module] | tuple[type[nn.Module], ...], attribute: str, value: str,
                    valid: Sequence[str]) -> list[Any]:
     """Every `kind` module of `model` gets `attribute` = `value` from now on; returns the values they had."""
     if value not in valid:
@@ -23,7 +23,7 @@ def set_on_modules(model: nn.Module, kind: type[nn.Module], attribute: str, valu
 
 
 @contextlib.contextmanager
-def switched(model: nn.Module, kind: type[nn.Module], attribute: str, value: str,
+def switched(model: nn.Module, kind: type[nn.Module] | tuple[type[nn.Module], ...], attribute: str, value: str,
              valid: Sequence[str]) -> Iterator[None]:
     """`set_on_modules` inside the block only."""
     previous = set_on_modules(model, kind, attribute, value, valid)

@@ -72,11 +72,26 @@ class LayerNorm2d(nn.Module):
             # NCHW map are strided passes (ONNX Runtime: about 8 ms less for EdgeNeXt-S at 512x512).
             normed = F.layer_norm(x.permute(0, 2, 3, 1), self.weight.shape, self.weight, self.bias, self.eps)
             return normed.permute(0, 3, 1, 2)
-        # Written out (no permutes) exactly as the authors do, so outputs match theirs bit for bit.
-        mean = x.mean(1, keepdim=True)
-        var = (x - mean).pow(2).mean(1, keepdim=True)
-        x = (x - mean) / torch.sqrt(var + self.eps)
-        return self.weight[:, None, None] * x + self.bias[:, None, None]
+        return channels_first_layer_norm(x, self.weight, self.bias, self.eps)
+
+
+def channels_first_layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """LayerNorm over dim 1 of a (B, C, H, W) map, written out (no permutes) exactly as the authors do, so
+    outputs match theirs bit for bit. The affine parameters broadcast as 4-D (1, C, 1, 1) tensors: XNNPACK
+    keeps a map channels-last only through ops whose every operand is 4-D."""
+    mean = x.mean(1, keepdim=True)
+    var = (x - mean).pow(2).mean(1, keepdim=True)
+    x = (x - mean) / torch.sqrt(var + eps)
+    return _per_channel(weight) * x + _per_channel(bias)
+
+
+def _per_channel(vector: torch.Tensor) -> torch.Tensor:
+    return vector.view(1, -1, 1, 1)
+
+
+def _pointwise(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """`linear` over the channels of a (B, C, H, W) map, as a 1x1 conv."""
+    return F.conv2d(x, linear.weight[:, :, None, None], linear.bias)
 
 
 def layer_norm_form(model: nn.Module, form: str) -> contextlib.AbstractContextManager[None]:
@@ -163,8 +178,11 @@ class ConvEncoder(nn.Module):
         self.act = nn.GELU()
         self.pwconv2 = nn.Linear(expan_ratio * dim, dim)
         self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(dim))
+        self.form = "channels_last"  # see `block_form`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.form == "channels_first":
+            return x + _bottleneck_channels_first(self, self.dwconv(x))
         y = self.dwconv(x).permute(0, 2, 3, 1)  # (B, H, W, C)
         y = self.gamma * self.pwconv2(self.act(self.pwconv1(self.norm(y))))
         return x + y.permute(0, 3, 1, 2)  # (B, C, H, W)
@@ -189,11 +207,23 @@ class XCA(nn.Module):
             t.transpose(1, 2).reshape(batch, self.num_heads, head_dim, tokens)  # (B, h, d, N)
             for t in self.qkv(x).split(dim, dim=2)
         )
+        x = self._attend(q, k, v).reshape(batch, dim, tokens).transpose(1, 2)  # (B, N, C)
+        return self.proj(x)
+
+    def channels_first(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` on a (B, C, H, W) map: the same values, with no transposes around the projections."""
+        batch, dim, height, width = x.shape
+        head_dim, tokens = dim // self.num_heads, height * width
+        q, k, v = (
+            t.reshape(batch, self.num_heads, head_dim, tokens)  # (B, h, d, N)
+            for t in _pointwise(x, self.qkv).reshape(batch, 3 * dim, tokens).split(dim, dim=1)
+        )
+        return _pointwise(self._attend(q, k, v).reshape(batch, dim, height, width), self.proj)
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         q, k = l2_normalize(q), l2_normalize(k)
         attn = (q @ k.transpose(-2, -1)) * self.temperature  # (B, h, d, d)
-        x = attn.softmax(dim=-1) @ v  # (B, h, d, N)
-        x = x.reshape(batch, dim, tokens).transpose(1, 2)  # (B, N, C)
-        return self.proj(x)
+        return attn.softmax(dim=-1) @ v  # (B, h, d, N)
 
 
 class SDTAEncoder(nn.Module):
@@ -227,6 +257,7 @@ class SDTAEncoder(nn.Module):
         self.act = nn.GELU()
         self.pwconv2 = nn.Linear(expan_ratio * dim, dim)
         self.gamma = nn.Parameter(layer_scale_init_value * torch.ones(dim))
+        self.form = "channels_last"  # see `block_form`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, dim, height, width = x.shape
@@ -237,6 +268,11 @@ class SDTAEncoder(nn.Module):
             outs.append(conv(outs[-1] + chunk))
         y = torch.cat([*outs, chunks[-1]], dim=1)
 
+        if self.form == "channels_first":
+            if self.pos_embd is not None:
+                y = y + self.pos_embd(height, width)
+            y = y + _per_channel(self.gamma_xca) * self.xca.channels_first(_norm_channels_first(y, self.norm_xca))
+            return x + _bottleneck_channels_first(self, y)
         y = y.reshape(batch, dim, height * width).transpose(1, 2)  # (B, N, C)
         if self.pos_embd is not None:
             y = y + self.pos_embd(height, width).reshape(1, dim, height * width).transpose(1, 2)
@@ -244,6 +280,28 @@ class SDTAEncoder(nn.Module):
         y = y.reshape(batch, height, width, dim)  # (B, H, W, C)
         y = self.gamma * self.pwconv2(self.act(self.pwconv1(self.norm(y))))
         return x + y.permute(0, 3, 1, 2)  # (B, C, H, W)
+
+
+def _norm_channels_first(x: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    return channels_first_layer_norm(x, norm.weight, norm.bias, norm.eps)
+
+
+def _bottleneck_channels_first(block: ConvEncoder | SDTAEncoder, y: torch.Tensor) -> torch.Tensor:
+    """The layer-scaled LayerNorm + inverted bottleneck that ends both blocks, on a (B, C, H, W) map."""
+    hidden = block.act(_pointwise(_norm_channels_first(y, block.norm), block.pwconv1))
+    return _per_channel(block.gamma) * _pointwise(hidden, block.pwconv2)
+
+
+BLOCK_FORMS = ("channels_last", "channels_first")
+
+
+def block_form(model: nn.Module, form: str) -> contextlib.AbstractContextManager[None]:
+    """Inside the block, every ConvEncoder and SDTAEncoder of `model` computes in `form`: "channels_last" as
+    the authors (LayerNorm and linears on (B, H, W, C) tokens, between two permutes), or "channels_first" on
+    the (B, C, H, W) map itself (LayerNorms written out over dim 1, linears as 1x1 convs): the same parameters,
+    the same values up to the order of the sums. XNNPACK (ExecuTorch) runs convs channels-last and linears
+    channels-first, so the authors' form costs it a transpose at every permute and linear."""
+    return switched(model, (ConvEncoder, SDTAEncoder), "form", form, BLOCK_FORMS)
 
 
 class EdgeNeXt(Backbone):
