@@ -174,17 +174,19 @@ def xnnpack_forms(model: RapSAM) -> Iterator[None]:
         yield
 
 
-def folded(program: Any, rewrites: Mapping[Any, Any]) -> Any:
+def folded(program: Any, rewrites: Mapping[Any, Any], *, skip_targets: set[Any] | None = None) -> Any:
     """`program` with its constant subgraphs folded, before and after the `rewrites` decompositions. Folding
     turns weights sliced from packed parameters (the attention's in_proj) and the deformable conv's constant
-    sampling grid into plain constants: XNNPACK only takes linears with static weights."""
+    sampling grid into plain constants: XNNPACK only takes linears with static weights. `skip_targets`: ops
+    never folded (None: constant_prop_pass's defaults)."""
     from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
-    program = _own_storage(constant_prop_pass(program))
+    program = _own_storage(constant_prop_pass(program, custom_skip_targets=skip_targets))
     if rewrites:
         # After a first fold: decomposing turns the reshape of a permuted weight into clone + _unsafe_view,
         # which constant_prop_pass leaves unfolded (and XNNPACK then refuses the linear).
-        program = _own_storage(constant_prop_pass(program.run_decompositions(rewrites)))
+        program = program.run_decompositions(rewrites)
+        program = _own_storage(constant_prop_pass(program, custom_skip_targets=skip_targets))
     return program
 
 

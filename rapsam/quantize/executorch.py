@@ -217,10 +217,9 @@ def _fold_constants(program: Any) -> Any:
     silently runs float convolutions (measured: encode's .pte grew instead of shrinking).
     """
     from executorch.exir.operator.util import _QUANT_PRIMITIVES
-    from executorch.exir.passes.constant_prop_pass import _DEFAULT_SKIP_TARGETS, constant_prop_pass
+    from executorch.exir.passes.constant_prop_pass import _DEFAULT_SKIP_TARGETS
 
-    skip = {*_DEFAULT_SKIP_TARGETS, *_QUANT_PRIMITIVES}
-    return float_converter._own_storage(constant_prop_pass(program, custom_skip_targets=skip))
+    return float_converter.folded(program, {}, skip_targets={*_DEFAULT_SKIP_TARGETS, *_QUANT_PRIMITIVES})
 
 
 def _lower(programs: Mapping[str, Any]) -> Any:
