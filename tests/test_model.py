@@ -246,23 +246,50 @@ def test_mask_pooling_has_no_gradient_through_the_binary_mask() -> None:
     assert torch.isfinite(features.grad).all() and features.grad.flatten(2)[0, :, 1].eq(1e3).all()
 
 
-def test_both_poolings_give_the_same_sums_and_the_switch_is_scoped() -> None:
+@pytest.mark.parametrize("height, width", [(3, 5), (7, 1), (96, 32), (128, 128)])
+def test_every_pooling_gives_the_same_sums(height: int, width: int) -> None:
+    from rapsam.models.decoder import POOLINGS, PixelFeatures
+
+    # Positive terms: sums in another order then differ by rounding only, not by cancellation.
+    features, weights = torch.rand(2, 8, height, width), torch.rand(2, 4, height * width)
+    by_matmul = PixelFeatures.of(features).pool(weights)
+    torch.testing.assert_close(by_matmul, torch.einsum("bqp,bcp->bqc", weights, features.flatten(2)))
+    for pooling in POOLINGS:
+        torch.testing.assert_close(PixelFeatures.of(features, pooling).pool(weights), by_matmul, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("height, width, chunks", [(96, 32, 3), (128, 128, 16), (16, 16, 2), (3, 5, 3)])
+def test_pixel_chunks_pool_by_one_product_over_chunks_of_at_most_1024_pixels(height: int, width: int,
+                                                                             chunks: int) -> None:
     from rapsam.models.decoder import PixelFeatures
+
+    features, weights = torch.randn(1, 8, height, width), torch.rand(1, 4, height * width)
+    program = torch.export.export(_Pooling(PixelFeatures.of(features, "pixel_chunks")), (weights,))
+    (product,) = [n for n in program.graph.nodes if n.target == torch.ops.aten.bmm.default]
+    assert list(product.meta["val"].shape) == [chunks, 4, 8]
+
+
+class _Pooling(torch.nn.Module):
+    def __init__(self, pixels: object) -> None:
+        super().__init__()
+        self.pixels = pixels
+
+    def forward(self, weights: torch.Tensor) -> torch.Tensor:
+        return self.pixels.pool(weights)
+
+
+def test_the_pooling_switch_is_scoped() -> None:
     from rapsam.models.head import pixel_pooling
 
-    features, weights = torch.randn(2, 8, 3, 5), torch.rand(2, 4, 15)
-    by_matmul = PixelFeatures.of(features).pool(weights)
-    torch.testing.assert_close(PixelFeatures.of(features, "transposed_product").pool(weights), by_matmul)
-    torch.testing.assert_close(by_matmul, torch.einsum("bqp,bcp->bqc", weights, features.flatten(2)))
     model = rapsam.build_model("rapsam_tiny").eval()
     image = torch.rand(1, 3, 64, 64) * 255
     with torch.no_grad():
         expected = model.segment_logits(image)
-        with pixel_pooling(model, "transposed_product"):
-            assert model.panoptic_head.pooling == "transposed_product"
+        with pixel_pooling(model, "pixel_chunks"):
+            assert model.panoptic_head.pooling == "pixel_chunks"
             switched = model.segment_logits(image)
     assert model.panoptic_head.pooling == "matmul"
     for got, want in zip(switched, expected):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="unknown pooling 'sum'; valid: matmul, transposed_product"):
+    with pytest.raises(ValueError, match="unknown pooling 'sum'; valid: matmul, pixel_chunks"):
         pixel_pooling(model, "sum").__enter__()

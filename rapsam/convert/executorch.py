@@ -40,6 +40,7 @@ of all entries at once (one method each) -> `to_executorch` -> `model.pte`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
 import os
 from collections import Counter
@@ -55,6 +56,7 @@ from rapsam.convert.base import ConversionError, ConvertedFiles, TargetRequest, 
 from rapsam.export import export_entry_point, get_entry_point
 from rapsam.models.backbones.edgenext import block_form, kernel_form
 from rapsam.models.deform_conv import deform_sampler
+from rapsam.models.head import pixel_pooling
 from rapsam.models.rapsam import RapSAM
 
 FILE_NAME = "model.pte"
@@ -167,10 +169,11 @@ def _lower(model: RapSAM, request: TargetRequest, options: ExecuTorchOptions) ->
 def xnnpack_forms(model: RapSAM) -> Iterator[None]:
     """Inside the block, the model traces to the op sequences XNNPACK runs fastest, with the same values:
     the deformable convs sample by pixels-last row gathers (ExecuTorch's grid_sampler_2d is a portable kernel),
-    depthwise kernels over 5x5 split into column groups that XNNPACK's depthwise kernels take, and EdgeNeXt's
-    blocks compute on the (B, C, H, W) map, with no permutes between its convs and its linears."""
+    depthwise kernels over 5x5 split into column groups that XNNPACK's depthwise kernels take, EdgeNeXt's
+    blocks compute on the (B, C, H, W) map, with no permutes between its convs and its linears, and the
+    decoder pools the features in chunks of pixels that stay in cache (`PixelFeatures`)."""
     with (deform_sampler(model, "gather_pixels_last"), kernel_form(model, "column_groups"),
-          block_form(model, "channels_first")):
+          block_form(model, "channels_first"), pixel_pooling(model, "pixel_chunks")):
         yield
 
 
@@ -203,12 +206,13 @@ def _own_storage(program: Any) -> Any:
 
 
 def channel_means_as_products(program: Any) -> Any:
-    """The program with its LayerNorms, channel means and vector norms written as products with a 1/C
-    vector, so that XNNPACK runs them: it has no LayerNorm, and its mean only averages the spatial dims of a
-    4-D map. Left outside, EdgeNeXt-S's 49 LayerNorms, its channels-first norms' means and the norms of its
-    attention were 10% of `segment` in single-threaded portable kernels, and each split the delegate in two,
-    with a layout change at every cut (ETDump). The sums run in XNNPACK's fp32 GEMMs: other rounding, same
-    values to ~1e-6. Quantized programs get it after quantization, so that these products stay fp32."""
+    """The program with its LayerNorms, channel means and sums and vector norms written as products with a 1/C (or
+    ones) vector, so that XNNPACK runs them: it has no LayerNorm and no sum, and its mean only averages the
+    spatial dims of a 4-D map. Left outside, EdgeNeXt-S's 49 LayerNorms, its channels-first norms' means and
+    the norms of its attention were 10% of `segment` in single-threaded portable kernels, and each split the
+    delegate in two, with a layout change at every cut (ETDump). The sums run in XNNPACK's fp32 GEMMs: other
+    rounding, same values to ~1e-6. Quantized programs get it after quantization, so that these products stay
+    fp32."""
     return program.run_decompositions(_reduction_decompositions())
 
 
@@ -220,27 +224,31 @@ def float_rewrites(*, xnnpack: bool, half: bool) -> dict[Any, Any]:
     copy and cut the delegate in two, with layout changes at the cut (EdgeNeXt-S's `segment` was 26 delegate
     calls; now 4, one per stretch between the deformable convs' gathers). Products of 3-D tensors as `bmm`,
     without the copying reshapes of `matmul`'s decomposition. In fp32 also the reductions of
-    `channel_means_as_products`; not in fp16, where their squares overflow and LayerNorm computes in fp32
-    instead (`_layer_norm_in_fp32`, for every backend). Not for int8 programs: applied after quantization,
+    `channel_means_as_products`; in fp16 only its sums (the pooling's sum over chunks of pixels), as the
+    squares of the others overflow and LayerNorm computes in fp32 instead (`_layer_norm_in_fp32`, for every
+    backend). Not for int8 programs: applied after quantization,
     the data-movement rewrites made XNNPACK fail the tiny model's int8 `encode` on a shape at its first call
     and compute its `prompt` masks wrong (cosine -0.24 to fp32), so int8 programs keep their splits."""
     import torch
 
     table = {}
     if xnnpack:
-        if not half:
-            table.update(_reduction_decompositions())
+        table.update(_reduction_decompositions(sums_only=half))
         table.update(_data_movement_decompositions())
     if half:
         table[torch.ops.aten.layer_norm.default] = _layer_norm_in_fp32
     return table
 
 
-def _reduction_decompositions() -> dict[Any, Any]:
+def _reduction_decompositions(*, sums_only: bool = False) -> dict[Any, Any]:
     import torch
 
     aten = torch.ops.aten
-    return {aten.layer_norm.default: _layer_norm_by_products, aten.mean.dim: _mean_by_products,
+    sums = {aten.sum.dim_IntList: _sum_by_products}
+    if sums_only:
+        return sums
+    return {**sums, aten.layer_norm.default: _layer_norm_by_products,
+            aten.mean.dim: functools.partial(_sum_by_products, mean=True),
             aten.linalg_vector_norm.default: _vector_norm_by_products}
 
 
@@ -319,12 +327,13 @@ def _reduced_dim(x: Any, dims: Any) -> int | None:
     return dim if dim == x.dim() - 1 or (x.dim() == 4 and dim == 1) else None
 
 
-def _mean_by_products(x: Any, dims: Any, keepdim: bool = False, *, dtype: Any = None) -> Any:
+def _sum_by_products(x: Any, dims: Any, keepdim: bool = False, *, dtype: Any = None,
+                     mean: bool = False) -> Any:
     dim = _reduced_dim(x, dims)
     if dim is None or dtype is not None:
         return NotImplemented  # keep the op (calling it here would decompose it again, forever)
-    mean = _channel_sum(x, dim, 1.0 / x.shape[dim])
-    return mean if keepdim else mean.squeeze(dim)
+    total = _channel_sum(x, dim, 1.0 / x.shape[dim] if mean else 1.0)
+    return total if keepdim else total.squeeze(dim)
 
 
 def _vector_norm_by_products(x: Any, ord: float = 2, dim: Any = None, keepdim: bool = False, *,

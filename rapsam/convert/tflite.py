@@ -28,7 +28,6 @@ from torch.fx.node import map_arg
 from rapsam.convert.base import ConversionError, ConvertedFiles, TargetRequest, package_version
 from rapsam.convert.executorch import xnnpack_forms
 from rapsam.export import example_inputs, export_entry_point, get_entry_point
-from rapsam.models.head import pixel_pooling
 from rapsam.models.rapsam import RapSAM
 
 MODEL_FILE = "model.tflite"
@@ -59,10 +58,10 @@ class TFLiteConverter:
         # litert-torch lowers grid_sample with per-channel index arithmetic outside XNNPACK (most of
         # `encode`'s time): the deformable convs sample by row gathers here, to the same values (the pixels-last
         # form: whole channel vectors per corner, 3-5% faster than channel-major gathers for EdgeNeXt-S at
-        # 512x512); and the mask pooling is a BATCH_MATMUL instead of a FULLY_CONNECTED with the features as
-        # its weights. Depthwise kernels over 5x5 compute in column groups, as for ExecuTorch: LiteRT's XNNPACK
-        # ran EdgeNeXt's 7x7 and 9x9 ones as grouped GEMMs.
-        with xnnpack_forms(model), pixel_pooling(model, "transposed_product"):
+        # 512x512); and the mask pooling is a BATCH_MATMUL over chunks of pixels instead of a FULLY_CONNECTED
+        # with the features as its weights. Depthwise kernels over 5x5 compute in column groups, as for
+        # ExecuTorch: LiteRT's XNNPACK ran EdgeNeXt's 7x7 and 9x9 ones as grouped GEMMs.
+        with xnnpack_forms(model):
             for entry in request.entry_points:
                 module, sample = _contract_module(model, entry, request)
                 converter.signature(entry, module, sample_kwargs=sample)
