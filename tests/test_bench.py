@@ -20,6 +20,7 @@ from rapsam.bench.schema import Measurement, Results, ResultsError, latency_summ
 from rapsam.bench.timing import BenchError, CudaEventTimer, HostTimer, capture_cuda_graph, resolve_device, time_calls
 from rapsam.cli import bench_main
 from rapsam.complexity import PaperRow
+from rapsam.convert.manifest import source_fingerprint
 
 SIZE = (64, 64)
 
@@ -257,6 +258,15 @@ def test_int8_schemes_are_benchmarked_on_quantized_artifacts(tmp_path: Path) -> 
                         runtimes=["onnxruntime"], precisions=["int8-static"], warmup=0, runs=1, artifacts=tmp_path,
                         isolate=False, progress=(lines := []).append)
     assert again.measurements[0].status == "ok" and any("reusing" in line for line in lines)
+    # written by other rapsam code (a converter changed since): converted again, not timed as it was
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["versions"]["rapsam_source"] = "0" * 16
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    run_desktop(model="rapsam_tiny", input_sizes=[SIZE], entry_points=("encode",), device="cpu",
+                runtimes=["onnxruntime"], precisions=["int8-static"], warmup=0, runs=1, artifacts=tmp_path,
+                isolate=False, progress=(lines := []).append)
+    assert not any("reusing" in line for line in lines) and any("converting" in line for line in lines)
+    assert json.loads((folder / "manifest.json").read_text())["versions"]["rapsam_source"] == source_fingerprint()
     with pytest.raises(BenchError, match="int8-static, int8-dynamic"):
         run_desktop(model="rapsam_tiny", precisions=["int4"], device="cpu")
 

@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 
-import rapsam
 from rapsam.bench.machine import machine_info, peak_rss_mb, versions
 from rapsam.bench.schema import Measurement, Results, latency_summary, skipped
 from rapsam.bench.timing import BenchError, capture_cuda_graph, resolve_device, time_calls, timer_for
@@ -248,10 +247,11 @@ def entry_gmacs(model: Any, entry: str, input_size: tuple[int, int], num_prompts
 
 def _artifact_folder(runtime: str, model: str, weights: str | None, input_size: tuple[int, int], precision: str,
                      entries: Sequence[str], num_prompts: int, root: Path, progress: Callable[[str], None]) -> Path:
-    """The converted folder for `runtime` (reused when its manifest matches the request, else converted)."""
+    """The converted folder for `runtime`: reused when its manifest matches the request and was written by
+    this very rapsam source (an artifact of older converter code would time that code), else converted."""
     from rapsam.checkpoint import weights_id
     from rapsam.convert import convert, folder_name
-    from rapsam.convert.manifest import prompt_slots
+    from rapsam.convert.manifest import prompt_slots, source_fingerprint
 
     target = ARTIFACT_TARGETS[runtime]
     quantize = precision if precision in QUANTIZED else None
@@ -264,7 +264,7 @@ def _artifact_folder(runtime: str, model: str, weights: str | None, input_size: 
         scheme = (manifest["precision"].get("quantization") or {}).get("scheme")
         if (manifest["model"]["weights"] == weights_id(weights) and set(entries) <= set(manifest["entry_points"])
                 and (scheme == quantize if quantize else manifest["precision"]["compute"] == precision and not scheme)
-                and slots == num_prompts and manifest["versions"]["rapsam"] == rapsam.__version__):
+                and slots == num_prompts and manifest["versions"].get("rapsam_source") == source_fingerprint()):
             progress(f"[{runtime}] reusing {folder}")
             return folder
     progress(f"[{runtime}] converting {model} {input_size[0]}x{input_size[1]} {precision} for {target}")

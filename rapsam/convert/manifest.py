@@ -3,6 +3,8 @@ where the format has metadata. Sample apps read it instead of hard-coding anythi
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import platform
 from collections.abc import Mapping
@@ -136,12 +138,24 @@ def build_manifest(
         "precision": {"compute": request.precision, "quantization": None},
         "versions": {
             "rapsam": rapsam.__version__,
+            "rapsam_source": source_fingerprint(),
             "torch": torch.__version__,
             "python": platform.python_version(),
             **dict(converter_versions),
         },
         "parity": None,
     }
+
+
+@functools.cache
+def source_fingerprint() -> str:
+    """A hash of the rapsam package's Python sources: which code wrote an artifact, where the version number,
+    bumped by releases only, does not say (a converter change between two commits changes the artifact)."""
+    root = Path(rapsam.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def converted_files(manifest: Mapping[str, Any]) -> ConvertedFiles:
