@@ -226,9 +226,9 @@ def float_rewrites(*, xnnpack: bool, half: bool) -> dict[Any, Any]:
     without the copying reshapes of `matmul`'s decomposition. In fp32 also the reductions of
     `channel_means_as_products`; in fp16 only its sums (the pooling's sum over chunks of pixels), as the
     squares of the others overflow and LayerNorm computes in fp32 instead (`_layer_norm_in_fp32`, for every
-    backend). Not for int8 programs: applied after quantization,
-    the data-movement rewrites made XNNPACK fail the tiny model's int8 `encode` on a shape at its first call
-    and compute its `prompt` masks wrong (cosine -0.24 to fp32), so int8 programs keep their splits."""
+    backend). Not for int8 programs: applied after quantization, the data-movement rewrites made XNNPACK fail
+    the tiny model's int8 `encode` on a shape at its first call and compute its `prompt` masks wrong (cosine
+    -0.24 to fp32), so int8 programs keep their splits."""
     import torch
 
     table = {}

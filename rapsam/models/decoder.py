@@ -135,7 +135,7 @@ class PixelFeatures(NamedTuple):
     on these run at the backends' GEMM speed, where an einsum on the 4-D map did not (ONNX Runtime spent a
     third of `segment` in Einsum).
 
-    `pooling` says how masks pool the features (same values): "matmul", masks @ F laid out pixels-first;
+    `of`'s `pooling` says how masks pool the features (same values): "matmul", masks @ F laid out pixels-first;
     "pixel_chunks", one batched product over chunks of pixels whose features fit in cache, then a sum over
     the chunks, for the XNNPACK converters (ExecuTorch, TFLite). XNNPACK's pooling product of the whole
     map ran at 60 GFLOP/s, against 100 for the mask product of the same size, and litert-torch turns the
@@ -145,7 +145,6 @@ class PixelFeatures(NamedTuple):
     pixels_first: torch.Tensor  # (B, h*w, C), for pooling and the prompt adapter's keys
     height: int
     width: int
-    pooling: str = "matmul"
     chunks: torch.Tensor | None = None  # (B * N, h*w / N, C): pixels_first in N chunks, for "pixel_chunks"
 
     @classmethod
@@ -158,7 +157,7 @@ class PixelFeatures(NamedTuple):
         if pooling == "pixel_chunks":  # laid out once for every stage: XNNPACK copies at each reshape
             size = _chunk_size(flat.shape[-1])
             chunks = pixels_first.reshape(-1, size, flat.shape[1])
-        return cls(flat, pixels_first, features.shape[-2], features.shape[-1], pooling, chunks)
+        return cls(flat, pixels_first, features.shape[-2], features.shape[-1], chunks)
 
     def masks(self, kernels: torch.Tensor) -> torch.Tensor:
         """Mask logits of kernels (B, Q, C): (B, Q, h*w)."""
