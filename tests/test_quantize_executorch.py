@@ -148,6 +148,7 @@ def test_static_encode_is_int8_smaller_and_close(model, calibration, test_inputs
     assert ops["quantized_decomposed.dequantize_per_channel.default"] > 10
     assert ops["quantized_decomposed.quantize_per_tensor.default"] > 10
     assert not [op for op in files.info["non_delegated_ops"]["encode"] if "quantize" in op]
+    assert files.info["float_weight_products"] == {"encode": 0}
     # The deformable convs sample by row gathers, as in the fp32 program: no portable grid_sampler_2d.
     assert "aten.index_select.default" in files.info["non_delegated_ops"]["encode"]
     assert not [op for op in files.info["non_delegated_ops"]["encode"] if "grid_sampler" in op]
@@ -183,6 +184,23 @@ def test_deformable_convs_quantize_their_weight_product_only() -> None:
     assert {"aten.floor.default", "aten.mul.Tensor", "aten.index_select.default"} <= {str(n.target) for n in inside}
     assert [str(node.target) for node in inside if quantizable(node)] == ["aten.linear.default"]
     assert all(quantizable(node) for node in nodes if node not in inside)  # offset conv, split, add, sigmoid
+
+
+def test_every_conv_and_linear_of_edgenext_in_the_xnnpack_forms_gets_int8_weights() -> None:
+    """The forms compute weights from parameters (linears as 1x1 convs, 7x7 kernels sliced into column
+    groups); a quantizer that saw those computed weights left them fp32 (a 28.5 MB EdgeNeXt-S .pte, not 15)."""
+    from rapsam.convert.executorch import xnnpack_forms
+    from rapsam.quantize.executorch import _quantizer
+    from rapsam.quantize.pt2e import float_weight_products, quantize_program
+
+    edgenext = build_model("rapsam_edgenext_demo").eval()
+    request = TargetRequest(entry_points=("encode",), input_size=SIZE, num_prompts=3, precision="fp32",
+                            options=CONVERTER.option_defaults)
+    feeds = [{"image": _image(np.random.default_rng(0))}]
+    with xnnpack_forms(edgenext):
+        program = quantize_program(edgenext, "encode", request, _quantizer("int8-static", []), feeds, "int8-static")
+    products = [node for node in program.graph.nodes if str(node.target) == "aten.conv2d.default"]
+    assert len(products) > 60 and float_weight_products(program) == []
 
 
 def test_a_kept_module_keeps_its_submodules_float() -> None:
@@ -251,6 +269,8 @@ def test_keep_float_leaves_the_head_unquantized(model, calibration, converted, t
     assert files.info["kept_float"] == kept_modules(model, ["panoptic_head.*"])
     assert "panoptic_head.mask_heads" in files.info["kept_float"]
     assert _total(files, "panoptic") < _total(converted["int8-static"][1], "panoptic")
+    float_products = files.info["float_weight_products"]["panoptic"]
+    assert float_products > converted["int8-static"][1].info["float_weight_products"]["panoptic"]
     runner = CONVERTER.open(tmp_path, files)
     assert not isinstance(runner, str)
     features = example_inputs(model, "panoptic", input_size=SIZE)[0].numpy()

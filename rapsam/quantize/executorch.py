@@ -43,7 +43,7 @@ from rapsam.quantize.base import (
     check_scheme,
     kept_modules,
 )
-from rapsam.quantize.pt2e import WRAPPER_PREFIX, quantize_program
+from rapsam.quantize.pt2e import WEIGHT_PRODUCTS, WRAPPER_PREFIX, float_weight_products, quantize_program
 
 QUANTIZED_NAMESPACE = "quantized_decomposed."
 
@@ -75,6 +75,8 @@ class ExecuTorchQuantizer:
             # in column groups (whole, an int8 7x7 over 160 channels at 32x32 took 20 ms; in groups 1.8 ms).
             with float_converter.xnnpack_forms(model):
                 programs[entry] = quantize_program(model, entry, request, _quantizer(scheme, kept), feeds, scheme)
+        # Counted before the channel means become (float) products.
+        float_products = {entry: len(float_weight_products(program)) for entry, program in programs.items()}
         programs = {entry: _fold_constants(float_converter.channel_means_as_products(program))
                     for entry, program in programs.items()}
         quantized_ops = {entry: _quantized_ops(program) for entry, program in programs.items()}
@@ -98,6 +100,7 @@ class ExecuTorchQuantizer:
                 "quantization": scheme,
                 "kept_float": kept,
                 "quantized_ops": quantized_ops,
+                "float_weight_products": float_products,
             },
         )
 
@@ -162,7 +165,6 @@ def _min_max_activations(config: Any) -> Any:
 # indices (up to B*H*W) and bilinear weights, coordinates that one int8 scale per tensor would move by whole
 # pixels or rows.
 _DEFORM_CONV = "ModulatedDeformConv2d"
-_WEIGHT_PRODUCTS = frozenset({"aten.linear.default", "aten.conv2d.default"})
 
 
 class _Quantizable:
@@ -187,7 +189,7 @@ class _Quantizable:
         if self.constant[node]:
             return False
         stack = node.meta.get("nn_module_stack", {}).values()
-        if str(node.target) not in _WEIGHT_PRODUCTS and any(str(kind).endswith(_DEFORM_CONV) for _, kind in stack):
+        if str(node.target) not in WEIGHT_PRODUCTS and any(str(kind).endswith(_DEFORM_CONV) for _, kind in stack):
             return False
         # A kept module covers its submodules: the head's stages are called from its methods (prompt,
         # panoptic), never through the head's own __call__, so the head itself is not on their stack.

@@ -7,6 +7,7 @@ ExportedProgram holds quantize / dequantize pairs around the ops the quantizer a
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,8 @@ from rapsam.quantize.base import QuantizationError, check_feed_shapes
 # The entry wrappers of `rapsam.export` hold the model under this attribute name: a model module `neck` is
 # the graph's `model.neck` in `nn_module_stack`.
 WRAPPER_PREFIX = "model."
+# The ops whose weight operand a quantizer makes int8.
+WEIGHT_PRODUCTS = frozenset({"aten.conv2d.default", "aten.convolution.default", "aten.linear.default"})
 
 
 def quantize_program(model: RapSAM, entry: str, request: TargetRequest, quantizer: Any,
@@ -34,7 +37,7 @@ def quantize_program(model: RapSAM, entry: str, request: TargetRequest, quantize
     step = "export"
     try:
         graph = torch.export.export(wrapper, inputs, strict=False).module()
-        plain_conv_weights(graph)
+        plain_weights(graph)
         step = "prepare"
         prepared = prepare_pt2e(graph, quantizer)
         step = "calibrate"
@@ -58,24 +61,55 @@ def torch_feeds(entry: str, feeds: Sequence[Mapping[str, np.ndarray]],
     return [tuple(torch.from_numpy(np.asarray(feed[name])) for name in names) for feed in feeds]
 
 
-def plain_conv_weights(graph: torch.fx.GraphModule) -> None:
-    """Give convolutions whose weight is a reshape of a parameter (the deformable conv's 1x1 product) that
-    reshaped weight as a parameter of its own: `prepare_pt2e`'s conv-bn fusion needs the conv weight to be
-    an attribute ("Expected get_attr node, got call_function") and folds the BatchNorm into it in place."""
-    reshapes = {torch.ops.aten.reshape.default, torch.ops.aten.view.default}
-    convs = {torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default}
+def plain_weights(graph: torch.fx.GraphModule) -> None:
+    """Give every conv and linear whose weight is computed from parameters alone (a reshape, a slice, an
+    unsqueeze: the deformable conv's 1x1 product, EdgeNeXt's linears as 1x1 convs and its depthwise kernels
+    in column groups) that weight as a parameter of its own. Quantizers observe and quantize a weight only
+    when it is an attribute: computed, it stayed fp32 (an int8 EdgeNeXt-S `.pte` of 28.5 MB instead of 14.8,
+    its pointwise convs float), and `prepare_pt2e`'s conv-bn fusion fails on it ("Expected get_attr node,
+    got call_function")."""
+    computed: dict[torch.fx.Node, torch.Tensor | None] = {}
+
+    def value(node: Any) -> Any:
+        """The node's value if it depends on parameters alone, else None."""
+        if not isinstance(node, torch.fx.Node):
+            return node
+        if node not in computed:
+            computed[node] = None
+            if node.op == "get_attr":
+                computed[node] = operator.attrgetter(node.target)(graph)
+            elif node.op == "call_function" and all(value(i) is not None for i in node.all_input_nodes):
+                args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), value)
+                computed[node] = node.target(*args, **kwargs)
+        return computed[node]
+
     for node in list(graph.graph.nodes):
-        if node.op != "call_function" or node.target not in convs:
+        if node.op != "call_function" or str(node.target) not in WEIGHT_PRODUCTS:
             continue
         weight = node.args[1]
-        if weight.op != "call_function" or weight.target not in reshapes or weight.args[0].op != "get_attr":
+        if weight.op != "call_function" or value(weight) is None:
             continue
-        value = weight.target(graph.get_parameter(weight.args[0].target), *weight.args[1:])
-        name = f"{weight.args[0].target.replace('.', '_')}_{weight.name}"
-        graph.register_parameter(name, torch.nn.Parameter(value.detach().clone(), requires_grad=False))
+        name = f"{weight.name}_weight"
+        graph.register_parameter(name, torch.nn.Parameter(value(weight).detach().clone(), requires_grad=False))
         with graph.graph.inserting_before(node):
             attribute = graph.graph.get_attr(name)
         attribute.meta.update(weight.meta)
         node.replace_input_with(weight, attribute)
     graph.graph.eliminate_dead_code()
     graph.recompile()
+
+
+def float_weight_products(program: torch.export.ExportedProgram) -> list[str]:
+    """The convs and linears of a quantized program that run on a float weight (not a dequantized int8
+    constant): the kept modules', and any the quantizer missed. Products of constants alone (a linear of the
+    query embeddings) are left out: the converters fold them."""
+    inputs = set(program.graph_signature.user_inputs)
+    variable: set[torch.fx.Node] = set()
+    names = []
+    for node in program.graph.nodes:  # topological order
+        if node.op == "placeholder" and node.name in inputs or any(i in variable for i in node.all_input_nodes):
+            variable.add(node)
+        if node in variable and node.op == "call_function" and str(node.target) in WEIGHT_PRODUCTS \
+                and "dequantize" not in str(getattr(node.args[1], "target", "")):
+            names.append(node.name)
+    return names
