@@ -27,10 +27,10 @@ from rapsam.convert.executorch import (
     CONVERTER,
     FILE_NAME,
     ExecuTorchRunner,
-    channel_means_as_products,
     compute_ops,
     float_rewrites,
     folded,
+    quantized_rewrites,
     read_manifest,
     with_constant_method,
 )
@@ -120,7 +120,7 @@ def test_delegation_report_names_what_runs_on_portable_kernels(converted) -> Non
 
 
 class _Norms(torch.nn.Module):
-    """Every reduction `channel_means_as_products` rewrites, and one it must leave alone (spatial mean)."""
+    """Every reduction `quantized_rewrites` rewrites, and one it must leave alone (spatial mean)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -138,7 +138,7 @@ def test_channel_means_become_products_with_the_same_values() -> None:
     torch.nn.init.normal_(module.norm.weight)
     torch.nn.init.normal_(module.norm.bias)
     x = torch.randn(2, 6, 5, 7) * 3 + 1
-    program = channel_means_as_products(torch.export.export(module, (x,)))
+    program = quantized_rewrites(torch.export.export(module, (x,)))
     targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
     assert not [t for t in targets if "layer_norm" in t or "vector_norm" in t]
     assert targets.count("aten.mean.dim") == 1  # the spatial mean, which XNNPACK takes as it is

@@ -205,15 +205,13 @@ def _own_storage(program: Any) -> Any:
     return program
 
 
-def channel_means_as_products(program: Any) -> Any:
-    """The program with its LayerNorms, channel means and sums and vector norms written as products with a 1/C (or
-    ones) vector, so that XNNPACK runs them: it has no LayerNorm and no sum, and its mean only averages the
-    spatial dims of a 4-D map. Left outside, EdgeNeXt-S's 49 LayerNorms, its channels-first norms' means and
-    the norms of its attention were 10% of `segment` in single-threaded portable kernels, and each split the
-    delegate in two, with a layout change at every cut (ETDump). The sums run in XNNPACK's fp32 GEMMs: other
-    rounding, same values to ~1e-6. Quantized programs get it after quantization, so that these products stay
-    fp32."""
-    return program.run_decompositions(_reduction_decompositions())
+def quantized_rewrites(program: Any) -> Any:
+    """A quantized program with `float_rewrites`' XNNPACK decompositions but the splits, applied after
+    quantization so that the products they write stay fp32 (see `_reduction_decompositions`). Splits stay: as
+    slices of int8 tensors, XNNPACK failed the tiny model's int8 `encode` at its first call ("Propagating input
+    shapes failed") and computed its `prompt` masks wrong (cosine -0.24 to fp32). The rest gave the same
+    values: EdgeNeXt-S's int8 `segment` went from 29 to 17 delegate calls (1.38x -> 1.54x over fp32, VNNI host)."""
+    return program.run_decompositions({**_reduction_decompositions(), **_data_movement_decompositions(splits=False)})
 
 
 def float_rewrites(*, xnnpack: bool, half: bool) -> dict[Any, Any]:
@@ -224,11 +222,9 @@ def float_rewrites(*, xnnpack: bool, half: bool) -> dict[Any, Any]:
     copy and cut the delegate in two, with layout changes at the cut (EdgeNeXt-S's `segment` was 26 delegate
     calls; now 4, one per stretch between the deformable convs' gathers). Products of 3-D tensors as `bmm`,
     without the copying reshapes of `matmul`'s decomposition. In fp32 also the reductions of
-    `channel_means_as_products`; in fp16 only its sums (the pooling's sum over chunks of pixels), as the
+    `_reduction_decompositions`; in fp16 only its sums (the pooling's sum over chunks of pixels), as the
     squares of the others overflow and LayerNorm computes in fp32 instead (`_layer_norm_in_fp32`, for every
-    backend). Not for int8 programs: applied after quantization, the data-movement rewrites made XNNPACK fail
-    the tiny model's int8 `encode` on a shape at its first call and compute its `prompt` masks wrong (cosine
-    -0.24 to fp32), so int8 programs keep their splits."""
+    backend). int8 programs take these but the splits, after quantization (`quantized_rewrites`)."""
     import torch
 
     table = {}
@@ -241,6 +237,12 @@ def float_rewrites(*, xnnpack: bool, half: bool) -> dict[Any, Any]:
 
 
 def _reduction_decompositions(*, sums_only: bool = False) -> dict[Any, Any]:
+    """LayerNorms, channel means and sums and vector norms as products with a 1/C (or ones) vector, so that
+    XNNPACK runs them: it has no LayerNorm and no sum, and its mean only averages the spatial dims of a 4-D
+    map. Left outside, EdgeNeXt-S's 49 LayerNorms, its channels-first norms' means and the norms of its
+    attention were 10% of `segment` in single-threaded portable kernels, and each split the delegate in two,
+    with a layout change at every cut (ETDump). The sums run in XNNPACK's fp32 GEMMs: other rounding, same
+    values to ~1e-6."""
     import torch
 
     aten = torch.ops.aten
@@ -252,14 +254,17 @@ def _reduction_decompositions(*, sums_only: bool = False) -> dict[Any, Any]:
             aten.linalg_vector_norm.default: _vector_norm_by_products}
 
 
-def _data_movement_decompositions() -> dict[Any, Any]:
+def _data_movement_decompositions(*, splits: bool = True) -> dict[Any, Any]:
     import torch
 
     aten = torch.ops.aten
-    return {aten.split.Tensor: _split_by_slices, aten.split_with_sizes.default: _split_with_sizes_by_slices,
-            aten.chunk.default: _chunk_by_slices, aten.unbind.int: _unbind_by_slices,
-            aten.select.int: _select_by_slice, aten.squeeze.dim: _squeeze_by_view,
-            aten.squeeze.dims: _squeeze_by_view, aten.detach.default: _same, aten.matmul.default: _matmul_as_bmm}
+    table = {aten.unbind.int: _unbind_by_slices, aten.select.int: _select_by_slice,
+             aten.squeeze.dim: _squeeze_by_view, aten.squeeze.dims: _squeeze_by_view, aten.detach.default: _same,
+             aten.matmul.default: _matmul_as_bmm}
+    if splits:
+        table.update({aten.split.Tensor: _split_by_slices, aten.split_with_sizes.default: _split_with_sizes_by_slices,
+                      aten.chunk.default: _chunk_by_slices})
+    return table
 
 
 def _matmul_as_bmm(a: Any, b: Any) -> Any:

@@ -75,9 +75,9 @@ class ExecuTorchQuantizer:
             # in column groups (whole, an int8 7x7 over 160 channels at 32x32 took 20 ms; in groups 1.8 ms).
             with float_converter.xnnpack_forms(model):
                 programs[entry] = quantize_program(model, entry, request, _quantizer(scheme, kept), feeds, scheme)
-        # Counted before the channel means become (float) products.
+        # Counted before the reductions become (fp32) products.
         float_products = {entry: len(float_weight_products(program)) for entry, program in programs.items()}
-        programs = {entry: _fold_constants(float_converter.channel_means_as_products(program))
+        programs = {entry: _fold_constants(float_converter.quantized_rewrites(program))
                     for entry, program in programs.items()}
         quantized_ops = {entry: _quantized_ops(program) for entry, program in programs.items()}
         edge = _lower(programs)
