@@ -220,6 +220,12 @@ def test_every_cpu_runtime_measures_the_same_entry_points(cpu_results: Results) 
     validate_results(cpu_results.to_dict())
     table = format_table(cpu_results)
     assert table.count("\n") == 2 + len(rows) and "fp32 floor" in table
+    # Long model and precision names widen their columns instead of running into the next one.
+    long = dataclasses.replace(cpu_results.measurements[0], model="rapsam_edgenext_demo", precision="int8-static")
+    lines = format_table(dataclasses.replace(cpu_results, measurements=[*cpu_results.measurements, long]))
+    header, *rows_text = lines.splitlines()[1:]
+    assert {len(line) for line in rows_text if not line.startswith("-")} == {len(header)}
+    assert lines.splitlines()[-1].startswith("rapsam_edgenext_demo ")
 
 
 def test_unrunnable_combinations_are_skipped_rows_with_reasons(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

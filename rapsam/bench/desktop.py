@@ -474,12 +474,15 @@ def _memory_mb(m: Measurement) -> float | None:
 def format_table(results: Results) -> str:
     """The terminal table: one row per measurement, skipped and failed rows with their reason."""
     floor = results.machine.get("cpu_flop_floor_gflops")
-    width = max([21, *(len(m.runtime + _layout(m)) + 1 for m in results.measurements)])
-    header = f"{'model':<20}{'runtime':<{width}}{'entry':<10}{'size':<10}{'prec':<6}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}" \
+    ms = results.measurements
+    width = max([21, *(len(m.runtime + _layout(m)) + 1 for m in ms)])
+    model_width, precision_width = max([20, *(len(m.model) + 1 for m in ms)]), max([6, *(len(m.precision) + 1 for m in ms)])
+    header = f"{'model':<{model_width}}{'runtime':<{width}}{'entry':<10}{'size':<10}{'prec':<{precision_width}}" \
+             f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}" \
              f"{'FPS':>8}{'GFLOP/s':>9}{'floor%':>7}{'first ms':>10}{'mem MB':>8}{'file MB':>8}"
     lines = [header, "-" * len(header)]
     notes = []
-    for m in results.measurements:
+    for m in ms:
         size = f"{m.input_size[0]}x{m.input_size[1]}"
         if m.status != "ok":
             notes.append(f"{m.model} {m.runtime} {m.entry_point} {size} {m.precision}: {m.status}: {m.reason}")
@@ -487,7 +490,8 @@ def format_table(results: Results) -> str:
         lat = m.latency_ms
         share = cpu_share(m, floor) if m.device == "cpu" else None
         lines.append(
-            f"{m.model:<20}{m.runtime + _layout(m):<{width}}{m.entry_point:<10}{size:<10}{m.precision:<6}{lat['p50']:>9.1f}"
+            f"{m.model:<{model_width}}{m.runtime + _layout(m):<{width}}{m.entry_point:<10}{size:<10}"
+            f"{m.precision:<{precision_width}}{lat['p50']:>9.1f}"
             f"{lat['p90']:>9.1f}{lat['p99']:>9.1f}{_cell(m.fps, 8)}{_cell(m.gflops_per_s, 9)}{_cell(share * 100 if share else None, 7, 0)}"
             f"{_cell(m.first_run_ms, 10, 0)}{_cell(_memory_mb(m), 8, 0)}{_cell(m.artifact_mb, 8)}"
         )
