@@ -474,15 +474,16 @@ def _memory_mb(m: Measurement) -> float | None:
 def format_table(results: Results) -> str:
     """The terminal table: one row per measurement, skipped and failed rows with their reason."""
     floor = results.machine.get("cpu_flop_floor_gflops")
-    ms = results.measurements
-    width = max([21, *(len(m.runtime + _layout(m)) + 1 for m in ms)])
-    model_width, precision_width = max([20, *(len(m.model) + 1 for m in ms)]), max([6, *(len(m.precision) + 1 for m in ms)])
+    measurements = results.measurements
+    width = max([21, *(len(m.runtime + _layout(m)) + 1 for m in measurements)])
+    model_width = max([20, *(len(m.model) + 1 for m in measurements)])
+    precision_width = max([6, *(len(m.precision) + 1 for m in measurements)])
     header = f"{'model':<{model_width}}{'runtime':<{width}}{'entry':<10}{'size':<10}{'prec':<{precision_width}}" \
              f"{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}" \
              f"{'FPS':>8}{'GFLOP/s':>9}{'floor%':>7}{'first ms':>10}{'mem MB':>8}{'file MB':>8}"
     lines = [header, "-" * len(header)]
     notes = []
-    for m in ms:
+    for m in measurements:
         size = f"{m.input_size[0]}x{m.input_size[1]}"
         if m.status != "ok":
             notes.append(f"{m.model} {m.runtime} {m.entry_point} {size} {m.precision}: {m.status}: {m.reason}")

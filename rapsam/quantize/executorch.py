@@ -43,7 +43,13 @@ from rapsam.quantize.base import (
     check_scheme,
     kept_modules,
 )
-from rapsam.quantize.pt2e import WEIGHT_PRODUCTS, WRAPPER_PREFIX, float_weight_products, quantize_program
+from rapsam.quantize.pt2e import (
+    WEIGHT_PRODUCTS,
+    WRAPPER_PREFIX,
+    constant_nodes,
+    float_weight_products,
+    quantize_program,
+)
 
 QUANTIZED_NAMESPACE = "quantized_decomposed."
 
@@ -185,7 +191,7 @@ class _Quantizable:
         if node.op != "call_function":
             return True  # weights and inputs: the op that uses them decides
         if node not in self.constant:
-            self._scan(node.graph)  # annotation inserts nodes (scalars as attributes): look again
+            self.constant = constant_nodes(node.graph)  # annotation inserts nodes (scalars as attributes): look again
         if self.constant[node]:
             return False
         stack = node.meta.get("nn_module_stack", {}).values()
@@ -194,11 +200,6 @@ class _Quantizable:
         # A kept module covers its submodules: the head's stages are called from its methods (prompt,
         # panoptic), never through the head's own __call__, so the head itself is not on their stack.
         return not any(path == kept or path.startswith(kept + ".") for path, _ in stack for kept in self.kept)
-
-    def _scan(self, graph: Any) -> None:
-        for node in graph.nodes:  # topological order: inputs are known before their users
-            self.constant[node] = node.op == "get_attr" or (
-                node.op == "call_function" and all(self.constant[i] for i in node.all_input_nodes))
 
 
 def _quantized_ops(program: Any) -> dict[str, int]:

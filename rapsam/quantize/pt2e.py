@@ -68,17 +68,17 @@ def plain_weights(graph: torch.fx.GraphModule) -> None:
     when it is an attribute: computed, it stayed fp32 (an int8 EdgeNeXt-S `.pte` of 28.5 MB instead of 14.8,
     its pointwise convs float), and `prepare_pt2e`'s conv-bn fusion fails on it ("Expected get_attr node,
     got call_function")."""
-    computed: dict[torch.fx.Node, torch.Tensor | None] = {}
+    constant = constant_nodes(graph.graph)
+    computed: dict[torch.fx.Node, Any] = {}
 
     def value(node: Any) -> Any:
-        """The node's value if it depends on parameters alone, else None."""
+        """The value of a constant node (or of a literal argument)."""
         if not isinstance(node, torch.fx.Node):
             return node
         if node not in computed:
-            computed[node] = None
             if node.op == "get_attr":
                 computed[node] = operator.attrgetter(node.target)(graph)
-            elif node.op == "call_function" and all(value(i) is not None for i in node.all_input_nodes):
+            else:
                 args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), value)
                 computed[node] = node.target(*args, **kwargs)
         return computed[node]
@@ -87,7 +87,7 @@ def plain_weights(graph: torch.fx.GraphModule) -> None:
         if node.op != "call_function" or str(node.target) not in WEIGHT_PRODUCTS:
             continue
         weight = node.args[1]
-        if weight.op != "call_function" or value(weight) is None:
+        if weight.op != "call_function" or not constant[weight]:
             continue
         name = f"{weight.name}_weight"
         graph.register_parameter(name, torch.nn.Parameter(value(weight).detach().clone(), requires_grad=False))
@@ -97,6 +97,16 @@ def plain_weights(graph: torch.fx.GraphModule) -> None:
         node.replace_input_with(weight, attribute)
     graph.graph.eliminate_dead_code()
     graph.recompile()
+
+
+def constant_nodes(graph: torch.fx.Graph) -> dict[torch.fx.Node, bool]:
+    """Whether each node of a graph module's graph is computed from its attributes (parameters, constants)
+    alone."""
+    constant: dict[torch.fx.Node, bool] = {}
+    for node in graph.nodes:  # topological order: inputs are known before their users
+        constant[node] = node.op == "get_attr" or (
+            node.op == "call_function" and all(constant[i] for i in node.all_input_nodes))
+    return constant
 
 
 def float_weight_products(program: torch.export.ExportedProgram) -> list[str]:
