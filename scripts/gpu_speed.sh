@@ -10,6 +10,9 @@
 #   4. As 1, with Inductor's freezing and the pixels-last gather in the deformable convs
 #      (bench-cuda-compile-graph-frozen-gather.json).
 #   5. R18 with freezing alone, and the kernel table of that compiled graph (profile-r18-compile-frozen.txt).
+#   6. EdgeNeXt-S and TopFormer-B, the furthest from 1,000 FPS (about 2.2 ms against R18's 1.3): compiled time
+#      by part (probe-edgenext_s.json, probe-topformer_b.json) and the kernel tables of their compiled graphs
+#      (profile-{edgenext_s,topformer_b}-compile.txt). About 4 minutes; run alone with STEPS=6.
 set -uo pipefail
 OUT=${OUT:-results/gpu}
 mkdir -p "$OUT"
@@ -40,4 +43,14 @@ has 5 && step "5 R18 frozen + profile" && timeout 90 python3 -m rapsam.bench --d
     --input-size 800x1344 --entry-points segment --runtimes torch-compile --precisions fp16 --freeze --warmup 10 \
     --runs 100 --out "$OUT/bench-cuda-r18-frozen.json" --profile "$OUT/profile-r18-compile-frozen.txt" \
     2>>"$OUT/bench.log" | tee -a "$OUT/session.log"
+if has 6; then
+  for model in edgenext_s topformer_b; do
+    step "6 $model probe by part" && timeout 100 python3 scripts/gpu_probe.py --model rapsam_$model --only 1,2,0 \
+        --deadline 90 --out "$OUT/probe-$model.json" 2>>"$OUT/probe.log" | tee -a "$OUT/session.log"
+    step "6 $model kernel table" && timeout 80 python3 -m rapsam.bench --device cuda --model rapsam_$model \
+        --input-size 800x1344 --entry-points segment --runtimes torch-compile --precisions fp16 --warmup 10 \
+        --runs 50 --out "$OUT/bench-cuda-$model-profiled.json" --profile "$OUT/profile-$model-compile.txt" \
+        2>>"$OUT/bench.log" | tee -a "$OUT/session.log"
+  done
+fi
 step done
