@@ -181,7 +181,11 @@ def test_attention_matches_torch_multihead_attention() -> None:
     with torch.no_grad():
         expected = theirs(x, keys, keys, attn_mask=forbid, need_weights=False)[0]
         actual = ours(x, keys, keys, attn_bias=forbid.float() * -1e4)
+        # self-attention (one tensor as query, key and value) takes the single-GEMM projection
+        expected_self = theirs(x, x, x, need_weights=False)[0]
+        actual_self = ours(x, x, x)
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(actual_self, expected_self, atol=1e-5, rtol=0)
 
 
 def test_kernel_updator_is_the_gated_update() -> None:
