@@ -28,8 +28,8 @@ def _fail(message: str) -> int:
 
 
 def info_main(argv: list[str] | None = None) -> int:
-    from rapsam.complexity import PAPER_ROWS, model_cost, padded_size
     from rapsam.checkpoint import build_model
+    from rapsam.complexity import PAPER_ROWS, model_cost, padded_size
 
     parser = argparse.ArgumentParser(
         prog="rapsam-info", description="Parameters and GMACs of a RAP-SAM variant, per component."
@@ -69,13 +69,13 @@ def info_main(argv: list[str] | None = None) -> int:
 
 # CLI flag -> converter option; each converter ignores the options it does not take when --target all.
 _TARGET_FLAGS = {
-    "deployment_target": ("--deployment-target", dict(choices=["iOS16", "iOS17", "iOS18"], help="coreml: minimum iOS (default iOS17)")),
-    "compute_units": ("--compute-units", dict(choices=["ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"], help="coreml: compute units (default ALL)")),
-    "image_input": ("--image-input", dict(action="store_true", default=None, help="coreml: image input type for Vision pipelines")),
-    "backend": ("--backend", dict(help="executorch: xnnpack (default) or portable")),
-    "strict_delegation": ("--strict-delegation", dict(action="store_true", default=None, help="executorch: fail if a compute op would run on portable kernels")),
-    "opset": ("--opset", dict(type=int, help="onnx: opset (default 18)")),
-    "ir_version": ("--ir-version", dict(type=int, help="onnx: IR version written (default 9, loads in onnxruntime-web)")),
+    "deployment_target": ("--deployment-target", {"choices": ["iOS16", "iOS17", "iOS18"], "help": "coreml: minimum iOS (default iOS17)"}),
+    "compute_units": ("--compute-units", {"choices": ["ALL", "CPU_ONLY", "CPU_AND_GPU", "CPU_AND_NE"], "help": "coreml: compute units (default ALL)"}),
+    "image_input": ("--image-input", {"action": "store_true", "default": None, "help": "coreml: image input type for Vision pipelines"}),
+    "backend": ("--backend", {"help": "executorch: xnnpack (default) or portable"}),
+    "strict_delegation": ("--strict-delegation", {"action": "store_true", "default": None, "help": "executorch: fail if a compute op would run on portable kernels"}),
+    "opset": ("--opset", {"type": int, "help": "onnx: opset (default 18)"}),
+    "ir_version": ("--ir-version", {"type": int, "help": "onnx: IR version written (default 9, loads in onnxruntime-web)"}),
 }
 
 

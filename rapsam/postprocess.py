@@ -11,8 +11,8 @@ which is Mask2Former's `panoptic_inference`; video ids come from MinVIS-style qu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -79,7 +79,7 @@ PROBES = (
 
 @contextlib.contextmanager
 def _inductor_config(flags: dict[str, Any]) -> Iterator[None]:
-    import torch._inductor.config as config
+    from torch._inductor import config
 
     with config.patch(flags):
         yield

@@ -58,7 +58,7 @@ class FakeCuda:
         self.log: list[tuple[str, object]] = []
         self.stream_name = "default"
 
-    def Stream(self) -> FakeStream:  # noqa: N802 (torch's name)
+    def Stream(self) -> FakeStream:
         return FakeStream(self, "side")
 
     def current_stream(self) -> FakeStream:
@@ -70,7 +70,7 @@ class FakeCuda:
         yield
         self.stream_name = previous
 
-    def CUDAGraph(self) -> FakeGraph:  # noqa: N802
+    def CUDAGraph(self) -> FakeGraph:
         return FakeGraph(self)
 
     @contextlib.contextmanager

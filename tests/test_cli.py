@@ -14,7 +14,7 @@ def test_info_prints_parameters_and_both_counts(capsys) -> None:
     assert info_main(["rapsam_tiny", "--size", "64x96"]) == 0
     out = capsys.readouterr().out
     assert "input 64x96" in out
-    total = re.search(r"^total\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", out, re.M)
+    total = re.search(r"^total\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)", out, re.MULTILINE)
     assert total is not None and float(total.group(1)) == pytest.approx(0.123, abs=1e-3)
 
 

@@ -131,7 +131,7 @@ def test_track_keeps_ids_over_repeated_frames(photo) -> None:
     assert first.instance_ids == second.instance_ids
     assert all(first.instance_ids[i] >= 0 for i in things)
     assert all(i == -1 for s, i in zip(first.panoptic.segments, first.instance_ids) if not s.is_thing)
-    assert len(set(i for i in first.instance_ids if i >= 0)) == len(things)
+    assert len({i for i in first.instance_ids if i >= 0}) == len(things)
     flipped = frames[2]
     assert all((i >= 0) == s.is_thing for s, i in zip(flipped.panoptic.segments, flipped.instance_ids))
 

@@ -88,7 +88,7 @@ class IterationBatches(torch.utils.data.Dataset):
     def __init__(self, config: TrainConfig, datasets: Datasets, *, rank: int, world: int,
                  pad_value: tuple[float, float, float]) -> None:
         self.config, self.datasets, self.rank, self.world = config, datasets, rank, world
-        self.pad_value = tuple(int(round(v)) for v in pad_value)
+        self.pad_value = tuple(round(v) for v in pad_value)
 
     def __len__(self) -> int:
         return self.config.iterations

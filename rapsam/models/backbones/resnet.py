@@ -68,7 +68,7 @@ def _downsample(in_channels: int, out_channels: int, stride: int) -> nn.Sequenti
 
 @dataclass(frozen=True)
 class ResNetConfig:
-    block: type[BasicBlock] | type[Bottleneck]
+    block: type[BasicBlock | Bottleneck]
     depths: tuple[int, int, int, int]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -21,7 +23,7 @@ class TinyBackbone(Backbone):
         super().__init__()
         self.feature_info = FeatureInfo(channels=channels)
         self.stem = nn.Sequential(_stage(3, channels[0], 2), _stage(channels[0], channels[0], 2))
-        self.stages = nn.ModuleList(_stage(a, b, 2) for a, b in zip(channels[:-1], channels[1:]))
+        self.stages = nn.ModuleList(_stage(a, b, 2) for a, b in itertools.pairwise(channels))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         c4 = self.stem(x)  # (B, C0, H/4, W/4)

@@ -64,7 +64,7 @@ TOPFORMER_CONFIGS = {
         blocks=(
             (3, 1, 16, 1), (3, 4, 16, 2), (3, 3, 16, 1), (5, 3, 32, 2), (5, 3, 32, 1),
             (3, 3, 64, 2), (3, 3, 64, 1), (5, 6, 96, 2), (5, 6, 96, 1),
-        ),  # fmt: skip
+        ),
         embed_out_indices=(2, 4, 6, 8),
         injection_channels=128,
         num_heads=4,
@@ -73,7 +73,7 @@ TOPFORMER_CONFIGS = {
         blocks=(
             (3, 1, 16, 1), (3, 4, 24, 2), (3, 3, 24, 1), (5, 3, 48, 2), (5, 3, 48, 1),
             (3, 3, 96, 2), (3, 3, 96, 1), (5, 6, 128, 2), (5, 6, 128, 1), (3, 6, 128, 1),
-        ),  # fmt: skip
+        ),
         embed_out_indices=(2, 4, 6, 9),
         injection_channels=192,
         num_heads=6,
@@ -82,7 +82,7 @@ TOPFORMER_CONFIGS = {
         blocks=(
             (3, 1, 16, 1), (3, 4, 32, 2), (3, 3, 32, 1), (5, 3, 64, 2), (5, 3, 64, 1),
             (3, 3, 128, 2), (3, 3, 128, 1), (5, 6, 160, 2), (5, 6, 160, 1), (3, 6, 160, 1),
-        ),  # fmt: skip
+        ),
         embed_out_indices=(2, 4, 6, 9),
         injection_channels=256,
         num_heads=8,
